@@ -1,0 +1,116 @@
+"""Wiring: settings -> logging -> (demo simulator) -> client -> collector -> HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import sys
+import threading
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import generate_latest
+from pydantic import SecretStr
+
+from . import __version__
+from .client import NsmlClient
+from .collector import NsmlCollector, Stats
+from .errors import ConfigError
+from .logs import setup_logging
+from .server import ExporterServer
+from .settings import Settings, parse_args, setting_label
+from .simulator import SimulatorServer, demo_simulator
+from .webconfig import WebConfig, load_web_config
+
+log = logging.getLogger("exporter")
+
+
+def _fail_config(error: ConfigError) -> int:
+    print(f"nsml-exporter: {error}", file=sys.stderr)
+    return 2
+
+
+def _start_demo(settings: Settings) -> tuple[Settings, SimulatorServer]:
+    access, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
+    sim = demo_simulator(access, secret)
+    log.info("demo: NSML simulator at %s", sim.base_url)
+    settings = settings.model_copy(
+        update={
+            "access_key": SecretStr(access),
+            "secret_key": SecretStr(secret),
+            "api_key": None,
+            "base_url": sim.base_url,
+        }
+    )
+    return settings, sim
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, settings = parse_args(argv)
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        web = load_web_config(settings.web_config_file)
+    except ConfigError as error:
+        return _fail_config(error)
+    sim = None
+    if args.demo:
+        settings, sim = _start_demo(settings)
+
+    stats = Stats()
+    client = NsmlClient(settings, stats.observe_request)
+    collector = NsmlCollector(settings, client.fetch_runs, stats)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+
+    try:
+        if args.once:
+            sys.stdout.write(generate_latest(registry).decode())
+            last = collector.shared.last
+            return 0 if last is not None and last.ok else 1
+        return _serve(settings, registry, web)
+    finally:
+        client.close()
+        if sim is not None:
+            sim.stop()
+
+
+def _serve(settings: Settings, registry: CollectorRegistry, web: WebConfig) -> int:
+    try:
+        server = ExporterServer((settings.listen_address, settings.port), registry, web)
+    except OSError as error:
+        where = f"{settings.listen_address}:{settings.port}"
+        return _fail_config(
+            ConfigError(
+                setting_label("port"), f"cannot listen on {where}: {error.strerror or error}"
+            )
+        )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    server.serve_in_thread()
+    log.info(
+        "nsml-exporter %s serving %s/metrics (NSML API %s)",
+        __version__,
+        server.url,
+        settings.base_url,
+    )
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,390 @@
+"""Signed, paginated access to the NSML run list.
+
+One `requests.Session` keeps connections alive. The first page gives `totalCount`; the remaining
+pages are fetched `CONCURRENCY` at a time. Runs are deduplicated by (`projectId`, `runName`), and
+the pages are checked against each other and against `totalCount` so that an API that ignores
+`page`, pages forever, or lies about its size fails loudly (`inconsistent`) instead of silently
+serving wrong numbers. Every request is bounded by `REQUEST_TIMEOUT` and the collection deadline;
+retries back off with jitter, honour `Retry-After`, and never sleep past the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+
+from . import __version__
+from .errors import (
+    AuthError,
+    CollectionError,
+    ConnectionFailedError,
+    HTTPStatusError,
+    InconsistentPagingError,
+    InvalidResponseError,
+    RequestTimeoutError,
+    ThrottledError,
+)
+from .models import ApiErrorBody, Run, RunPage
+from .settings import Settings
+from .signing import signed_headers
+
+log = logging.getLogger(__name__)
+
+RunKey = tuple[str, str]
+#: Called once per HTTP attempt with the outcome code ("200", "429", "timeout", ...) and seconds.
+RequestObserver = Callable[[str, float], None]
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 2.0
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RunList:
+    """The whole run list as read by one collection."""
+
+    runs: dict[RunKey, Run]
+    total_count: int
+    pages: int
+
+
+def _no_observer(code: str, seconds: float) -> None:
+    return None
+
+
+def _short_reason(error: BaseException) -> str:
+    """`[Errno 111] Connection refused` out of urllib3's long wrapped messages."""
+    text = str(error)
+    match = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if match:
+        return match.group(0).strip()
+    for marker in (
+        "Connection reset",
+        "Connection aborted",
+        "RemoteDisconnected",
+        "IncompleteRead",
+    ):
+        if marker in text:
+            return marker
+    return type(error).__name__
+
+
+def _retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _clock_skew(response: requests.Response) -> float | None:
+    """Server clock minus ours, from the `Date` header, when it is there."""
+    try:
+        return parsedate_to_datetime(response.headers["Date"]).timestamp() - time.time()
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _validation_summary(error: ValidationError) -> str:
+    first = error.errors(include_input=False, include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+class NsmlClient:
+    """Reads the whole run list. Thread-safe; one instance per exporter."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        observe: RequestObserver = _no_observer,
+        session: requests.Session | None = None,
+    ) -> None:
+        if settings.access_key is None or settings.secret_key is None:
+            raise ValueError("NsmlClient needs access_key and secret_key")
+        self._access_key = settings.access_key
+        self._secret_key = settings.secret_key
+        self._api_key = settings.api_key
+        self._page_size = settings.page_size
+        self._first_page = settings.first_page
+        self._request_timeout = settings.request_timeout
+        self._retries = settings.retries
+        self._max_bytes = settings.max_response_bytes
+        self._zone = settings.zone
+        self._observe = observe
+        base = urlsplit(settings.base_url)
+        self._origin = f"{base.scheme}://{base.netloc}"
+        self._base_path = base.path.rstrip("/")
+        self._session = session or requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.concurrency + 1)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers.update(
+            {"Accept": "application/json", "User-Agent": f"nsml-exporter/{__version__}"}
+        )
+        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-page")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
+
+    # -- one request -------------------------------------------------------------------------
+
+    def _headers(self, uri: str) -> dict[str, str]:
+        headers = signed_headers(
+            self._secret_key.get_secret_value(),
+            self._access_key.get_secret_value(),
+            "GET",
+            uri,
+            int(time.time() * 1000),
+        )
+        if self._api_key is not None:
+            headers["x-ncp-apigw-api-key"] = self._api_key.get_secret_value()
+        return headers
+
+    def _read_body(self, response: requests.Response, page: int, deadline: float) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise InvalidResponseError(
+                f"page {page}: response of {declared} bytes is over MAX_RESPONSE_BYTES "
+                f"({self._max_bytes})"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(CHUNK):
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise InvalidResponseError(
+                    f"page {page}: response is over MAX_RESPONSE_BYTES ({self._max_bytes})"
+                )
+            if time.monotonic() > deadline:
+                raise RequestTimeoutError(f"page {page}: body still arriving at the deadline")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _request_page(self, page: int, deadline: float) -> RunPage:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RequestTimeoutError(f"page {page}: collection deadline reached")
+        timeout = min(self._request_timeout, remaining)
+        uri = f"{self._base_path}/projects/runs?page={page}&pageSize={self._page_size}"
+        started = time.monotonic()
+        code = "connection"
+        try:
+            with self._session.get(
+                self._origin + uri,
+                headers=self._headers(uri),
+                timeout=timeout,
+                stream=True,
+                allow_redirects=False,
+            ) as response:
+                body = self._read_body(response, page, deadline)
+                code = str(response.status_code)
+                return self._interpret(response, body, page)
+        except InvalidResponseError:
+            code = "invalid"
+            raise
+        except RequestTimeoutError:
+            code = "timeout"
+            raise
+        except requests.Timeout:
+            code = "timeout"
+            raise RequestTimeoutError(
+                f"page {page}: no answer within {timeout:.1f}s", retryable=True
+            ) from None
+        except requests.ConnectionError as error:
+            if error.args and isinstance(error.args[0], ReadTimeoutError):
+                code = "timeout"
+                raise RequestTimeoutError(
+                    f"page {page}: body stalled for {timeout:.1f}s", retryable=True
+                ) from None
+            raise ConnectionFailedError(
+                f"page {page}: {_short_reason(error)}", retryable=True
+            ) from None
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError):
+            raise ConnectionFailedError(
+                f"page {page}: connection broke mid-body", retryable=True
+            ) from None
+        except requests.RequestException as error:
+            raise ConnectionFailedError(f"page {page}: {_short_reason(error)}") from None
+        finally:
+            self._observe(code, time.monotonic() - started)
+
+    def _interpret(self, response: requests.Response, body: bytes, page: int) -> RunPage:
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return RunPage.model_validate_json(body, context={"tz": self._zone})
+            except ValidationError as error:
+                raise InvalidResponseError(
+                    f"page {page}: not a run-list page: {_validation_summary(error)}"
+                ) from None
+        what = f"page {page}: HTTP {status}{self._api_error(body)}"
+        if status in (401, 403):
+            skew = _clock_skew(response)
+            if skew is not None and abs(skew) > 60:
+                what += (
+                    f"; the local clock is {-skew:+.0f}s off the API's: signatures are "
+                    "accepted only within 5 minutes, check NTP"
+                )
+            raise AuthError(what)
+        if status == 429:
+            raise ThrottledError(
+                what, retryable=True, retry_after=_retry_after(response.headers.get("Retry-After"))
+            )
+        raise HTTPStatusError(
+            what,
+            retryable=status in RETRYABLE_STATUS,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
+
+    @staticmethod
+    def _api_error(body: bytes) -> str:
+        try:
+            detail = ApiErrorBody.model_validate_json(body).error
+        except ValidationError:
+            return ""
+        text = f" {detail.message} (errorCode {detail.error_code})"
+        if detail.details:
+            text += f": {detail.details}"
+        return text[:300]
+
+    def get_page(self, page: int, deadline: float) -> RunPage:
+        """One page, retried on 429/5xx/timeouts/connection errors within the deadline."""
+        attempt = 0
+        while True:
+            try:
+                return self._request_page(page, deadline)
+            except CollectionError as error:
+                if not error.retryable or attempt >= self._retries:
+                    raise
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+                if error.retry_after is not None:
+                    delay = max(delay, error.retry_after)
+                if time.monotonic() + delay >= deadline:
+                    raise type(error)(
+                        f"{error}; a retry in {delay:.1f}s would pass COLLECT_TIMEOUT"
+                    ) from None
+                attempt += 1
+                log.debug(
+                    "retrying page %d in %.2fs (%d/%d): %s",
+                    page,
+                    delay,
+                    attempt,
+                    self._retries,
+                    error,
+                )
+                time.sleep(delay)
+
+    # -- the whole list ----------------------------------------------------------------------
+
+    def _fetch_many(self, pages: range, deadline: float) -> dict[int, RunPage]:
+        if not pages:
+            return {}
+        futures: dict[Future[RunPage], int] = {
+            self._pool.submit(self.get_page, number, deadline): number for number in pages
+        }
+        done, pending = wait(
+            futures,
+            timeout=max(0.0, deadline - time.monotonic()) + 0.5,
+            return_when=FIRST_EXCEPTION,
+        )
+        failed = sorted((futures[f], f) for f in done if f.exception() is not None)
+        for future in pending:
+            future.cancel()
+        if failed:
+            raise failed[0][1].exception()  # type: ignore[misc]
+        if pending:
+            raise RequestTimeoutError(
+                f"{len(pending)} page(s) still outstanding at COLLECT_TIMEOUT"
+            )
+        return {futures[f]: f.result() for f in done}
+
+    def fetch_runs(self, deadline: float) -> RunList:
+        """Read every page of the run list before `deadline` (a `time.monotonic()` value)."""
+        first_number = self._first_page
+        first = self.get_page(first_number, deadline)
+        totals = [first.total_count]
+        if not first.run_list:
+            if first.total_count:
+                raise InconsistentPagingError(
+                    f"page {first_number} is empty but totalCount is {first.total_count}"
+                    f"{self._first_page_hint()}"
+                )
+            return RunList({}, 0, 1)
+        returned = len(first.run_list)
+        # The server's real page size: it may cap pageSize below what we asked, or ignore it.
+        step = returned if returned < first.total_count else self._page_size
+        planned = max(1, math.ceil(first.total_count / step))
+        pages = {first_number: first}
+        pages.update(self._fetch_many(range(first_number + 1, first_number + planned), deadline))
+        totals.extend(page.total_count for page in pages.values())
+        # The list grew while we read it: follow it, but never forever.
+        bound = 2 * planned + 2
+        fetched = planned
+        while (
+            fetched < math.ceil(max(totals) / step)
+            and len(pages[first_number + fetched - 1].run_list) >= step
+        ):
+            if fetched >= bound:
+                raise InconsistentPagingError(
+                    f"the API kept returning pages past totalCount ({first.total_count}) "
+                    f"after {fetched} pages"
+                )
+            page = self.get_page(first_number + fetched, deadline)
+            pages[first_number + fetched] = page
+            totals.append(page.total_count)
+            fetched += 1
+
+        runs: dict[RunKey, Run] = {}
+        first_keys = [(r.project_id, r.run_name) for r in first.run_list]
+        for number in sorted(pages):
+            page = pages[number]
+            keys = [(r.project_id, r.run_name) for r in page.run_list]
+            if number != first_number and len(keys) == step and keys == first_keys:
+                raise InconsistentPagingError(
+                    f"the API ignores page: page {number} returned the same runs as page "
+                    f"{first_number}{self._first_page_hint()}"
+                )
+            runs.update(zip(keys, page.run_list, strict=True))
+        if len(runs) < min(totals):
+            # Runs were added at the head while we paged and pushed others past what we read:
+            # read the head once more before calling the list inconsistent.
+            again = self.get_page(first_number, deadline)
+            totals.append(again.total_count)
+            runs.update(((r.project_id, r.run_name), r) for r in again.run_list)
+            if len(runs) < min(totals):
+                raise InconsistentPagingError(
+                    f"read {len(runs)} distinct runs but totalCount is {totals[-1]}"
+                    f"{self._first_page_hint()}"
+                )
+        if len(runs) > max(totals):
+            raise InconsistentPagingError(
+                f"read {len(runs)} distinct runs but totalCount is at most {max(totals)}: "
+                "the API returns runs past totalCount"
+            )
+        return RunList(runs, totals[-1], len(pages))
+
+    def _first_page_hint(self) -> str:
+        other = 1 - self._first_page if self._first_page in (0, 1) else 1
+        return f" (if the API numbers pages from {other}, set FIRST_PAGE={other})"

@@ -1,0 +1,89 @@
+"""Why a collection failed: one class per `nsml_collection_errors_total` reason.
+
+Every error raised while reading the run list is a `CollectionError`. The collector catches it at
+one boundary, turns it into `nsml_up 0`, counts `reason` and logs one line with the message. No
+message ever carries a key, a signature or a request header.
+"""
+
+from __future__ import annotations
+
+
+class CollectionError(Exception):
+    """A collection could not read the whole run list.
+
+    `retryable` says whether the page may be asked again; `retry_after` is the API's
+    `Retry-After` in seconds, when it sent one.
+    """
+
+    reason = "internal"
+
+    def __init__(
+        self, message: str, *, retryable: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class AuthError(CollectionError):
+    """401/403: keys, signature, permission or clock."""
+
+    reason = "auth"
+
+
+class ThrottledError(CollectionError):
+    """429 after every retry the deadline allowed."""
+
+    reason = "throttled"
+
+
+class HTTPStatusError(CollectionError):
+    """Any other non-2xx answer (after retries for 5xx)."""
+
+    reason = "http"
+
+
+class RequestTimeoutError(CollectionError):
+    """A request or the whole collection ran out of time."""
+
+    reason = "timeout"
+
+
+class ConnectionFailedError(CollectionError):
+    """Refused, reset, DNS or TLS failure before a complete answer arrived."""
+
+    reason = "connection"
+
+
+class InvalidResponseError(CollectionError):
+    """A 2xx answer whose body is not a run-list page (HTML, truncated, wrong types, too big)."""
+
+    reason = "invalid_response"
+
+
+class InconsistentPagingError(CollectionError):
+    """Pages that contradict `totalCount` or each other (page ignored, endless pages, lies)."""
+
+    reason = "inconsistent"
+
+
+#: Every reason, so counters start at 0 and `rate()`/`increase()` see the first failure.
+REASONS: tuple[str, ...] = (
+    AuthError.reason,
+    ThrottledError.reason,
+    HTTPStatusError.reason,
+    RequestTimeoutError.reason,
+    ConnectionFailedError.reason,
+    InvalidResponseError.reason,
+    InconsistentPagingError.reason,
+    CollectionError.reason,
+)
+
+
+class ConfigError(Exception):
+    """An invalid setting: the CLI prints `str(self)` as one line and exits 2."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = problem
+        super().__init__(f"invalid setting {setting}: {problem}")

@@ -1,0 +1,176 @@
+"""TLS and basic auth from a Prometheus exporter-toolkit web-config file.
+
+Supported: `tls_server_config` (`cert_file`, `key_file`, `client_ca_file`, `client_auth_type`,
+`min_version`, `max_version`) and `basic_auth_users` (user: bcrypt hash). Relative paths are
+resolved against the file's folder, as exporter-toolkit does. Anything else is an error rather
+than silently ignored: a security setting that does nothing is worse than none.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+from .errors import ConfigError
+from .settings import setting_label
+
+SETTING = setting_label("web_config_file")
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+TLS_KEYS = {
+    "cert_file",
+    "key_file",
+    "client_ca_file",
+    "client_auth_type",
+    "min_version",
+    "max_version",
+}
+# A valid hash of a random password: unknown users cost as much as known ones.
+_DUMMY_HASH = bcrypt.hashpw(b"nsml-exporter-no-such-user", bcrypt.gensalt(rounds=10))
+
+
+@dataclass
+class BasicAuth:
+    """Checks `Authorization: Basic ...` against bcrypt hashes, in constant time.
+
+    bcrypt is slow on purpose; a verified (user, password) pair is remembered as a SHA-256
+    digest so that a Prometheus scraping every few seconds does not cost a bcrypt each time.
+    """
+
+    users: dict[str, bytes]
+    _verified: dict[str, bytes] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, sep, password = (
+                base64.b64decode(header[6:], validate=True).decode().partition(":")
+            )
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        if not sep:
+            return False
+        digest = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        with self._lock:
+            known = self._verified.get(user)
+        if known is not None and hmac.compare_digest(known, digest):
+            return True
+        hashed = self.users.get(user)
+        if not bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) or hashed is None:
+            return False
+        with self._lock:
+            self._verified[user] = digest
+        return True
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    ssl_context: ssl.SSLContext | None = None
+    auth: BasicAuth | None = None
+
+
+def _fail(problem: str) -> ConfigError:
+    return ConfigError(SETTING, problem)
+
+
+def _path(base: Path, value: Any, key: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise _fail(f"{key} must be a file path")
+    path = (base / value) if not Path(value).is_absolute() else Path(value)
+    if not path.is_file():
+        raise _fail(f"{key}: no such file {path}")
+    return path
+
+
+def _tls(base: Path, tls: Any) -> ssl.SSLContext:
+    if not isinstance(tls, dict):
+        raise _fail("tls_server_config must be a mapping")
+    unknown = set(tls) - TLS_KEYS
+    if unknown:
+        raise _fail(f"tls_server_config.{sorted(unknown)[0]} is not supported")
+    if not tls.get("cert_file") or not tls.get("key_file"):
+        raise _fail("tls_server_config needs both cert_file and key_file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for key, attribute in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
+        name = tls.get(key, "TLS12" if key == "min_version" else None)
+        if name is None:
+            continue
+        if name not in TLS_VERSIONS:
+            raise _fail(f"tls_server_config.{key} must be one of {', '.join(TLS_VERSIONS)}")
+        setattr(context, attribute, TLS_VERSIONS[name])
+    try:
+        context.load_cert_chain(
+            _path(base, tls["cert_file"], "tls_server_config.cert_file"),
+            _path(base, tls["key_file"], "tls_server_config.key_file"),
+        )
+    except ssl.SSLError as error:
+        raise _fail(f"cannot load cert_file/key_file: {error.reason or error}") from None
+    mode = tls.get("client_auth_type", "NoClientCert")
+    if mode not in CLIENT_AUTH:
+        raise _fail(f"tls_server_config.client_auth_type must be one of {', '.join(CLIENT_AUTH)}")
+    context.verify_mode = CLIENT_AUTH[mode]
+    if tls.get("client_ca_file"):
+        try:
+            context.load_verify_locations(
+                _path(base, tls["client_ca_file"], "tls_server_config.client_ca_file")
+            )
+        except ssl.SSLError as error:
+            raise _fail(f"cannot load client_ca_file: {error.reason or error}") from None
+    elif context.verify_mode != ssl.CERT_NONE:
+        raise _fail(f"client_auth_type {mode} needs tls_server_config.client_ca_file")
+    return context
+
+
+def _users(users: Any) -> BasicAuth:
+    if not isinstance(users, dict) or not users:
+        raise _fail("basic_auth_users must be a mapping of user names to bcrypt hashes")
+    checked: dict[str, bytes] = {}
+    for user, hashed in users.items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise _fail(f"basic_auth_users.{user} is not a bcrypt hash")
+        checked[str(user)] = hashed.encode()
+    return BasicAuth(checked)
+
+
+def load_web_config(path: Path | None) -> WebConfig:
+    if path is None:
+        return WebConfig()
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise _fail(f"cannot read it as YAML ({type(error).__name__})") from None
+    if not isinstance(document, dict):
+        raise _fail("must be a YAML mapping")
+    unknown = set(document) - {"tls_server_config", "basic_auth_users"}
+    if unknown:
+        raise _fail(f"{sorted(unknown)[0]} is not supported")
+    base = path.parent
+    return WebConfig(
+        ssl_context=_tls(base, document["tls_server_config"])
+        if document.get("tls_server_config")
+        else None,
+        auth=_users(document["basic_auth_users"]) if document.get("basic_auth_users") else None,
+    )
