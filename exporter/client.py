@@ -367,9 +367,9 @@ class NsmlClient:
                     f"{first_number}{self._first_page_hint()}"
                 )
             runs.update(zip(keys, page.run_list, strict=True))
-        if len(runs) < min(totals):
-            # Runs were added at the head while we paged and pushed others past what we read:
-            # read the head once more before calling the list inconsistent.
+        if len(runs) < max(totals):
+            # Runs were added (or removed) at the head while we paged, shifting others past what
+            # we read: read the head once more before calling the list inconsistent.
             again = self.get_page(first_number, deadline)
             totals.append(again.total_count)
             runs.update(((r.project_id, r.run_name), r) for r in again.run_list)

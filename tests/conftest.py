@@ -1,0 +1,260 @@
+"""Shared test helpers: settings, a simulator on loopback, the exporter as a real process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+from requests.structures import CaseInsensitiveDict
+
+from exporter.settings import Settings
+from exporter.simulator import SimRun, Simulator, SimulatorServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ACCESS = "AK-test-access"
+SECRET = "SK-test-secret-do-not-leak-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("NSML_EXPORTER_"):
+            monkeypatch.delenv(name)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"access_key": ACCESS, "secret_key": SECRET}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def load_fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def sim_run(project_id: str, name: str, status: str, created: float, **kw: Any) -> SimRun:
+    """A run frozen in `status` (the simulator's life cycle made static for exact tests)."""
+    base = {
+        "project_id": project_id,
+        "project_name": kw.pop("project_name", f"name-{project_id}"),
+        "run_name": name,
+        "run_type": kw.pop("run_type", "NOTEBOOK"),
+        "creator": kw.pop("creator", "ncp-user-1"),
+        "created": created,
+        "pending": 0.0,
+        "duration": None if status == "RUN_STATE_IN_PROGRESS" else 1.0,
+        "outcome": status,
+    }
+    base.update(kw)
+    return SimRun(**base)
+
+
+@pytest.fixture
+def simulator() -> Iterator[SimulatorServer]:
+    server = SimulatorServer(Simulator(ACCESS, SECRET)).start()
+    yield server
+    server.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ExporterProcess:
+    proc: subprocess.Popen[str]
+    url: str
+    log_path: Path
+    session: requests.Session = field(default_factory=requests.Session)
+
+    def get(self, path: str = "/metrics", **kw: Any) -> requests.Response:
+        kw.setdefault("timeout", 30)
+        return self.session.get(self.url + path, **kw)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_exporter(
+    tmp_path: Path,
+    args: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    ready_path: str = "/healthz",
+    verify: Any = True,
+) -> ExporterProcess:
+    port = free_port()
+    log_path = tmp_path / f"exporter-{port}.log"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
+    full_env.update(env or {})
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--listen-address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+        )
+    exporter = ExporterProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path)
+    exporter.session.verify = verify
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exporter exited {proc.returncode}:\n{exporter.logs()}")
+        with contextlib.suppress(requests.RequestException):
+            if exporter.get(ready_path, timeout=1).status_code == 200:
+                return exporter
+        time.sleep(0.05)
+    exporter.stop()
+    raise AssertionError(f"exporter did not become ready:\n{exporter.logs()}")
+
+
+@pytest.fixture
+def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
+    started: list[ExporterProcess] = []
+
+    def factory(*args: str, **kw: Any) -> ExporterProcess:
+        proc = start_exporter(tmp_path, list(args), **kw)
+        started.append(proc)
+        return proc
+
+    yield factory
+    for proc in started:
+        proc.stop()
+
+
+def exporter_args_for(server: SimulatorServer, *extra: str) -> list[str]:
+    return ["--base-url", server.base_url, "--access-key", ACCESS, *extra]
+
+
+def exporter_env() -> dict[str, str]:
+    """The secret goes through the environment, as it would in a Deployment."""
+    return {"NSML_EXPORTER_SECRET_KEY": SECRET}
+
+
+# -- a fake transport for paging unit tests ---------------------------------------------------
+
+PageHandler = Callable[[int, int], tuple[int, Any]]
+
+
+class FakeAPI(BaseAdapter):
+    """A `requests` adapter that answers `GET .../projects/runs` from a Python function.
+
+    The function gets (page, pageSize) and returns (status, body); bodies are JSON-encoded unless
+    they are bytes. Every request is recorded, headers included.
+    """
+
+    def __init__(self, handler: PageHandler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.calls: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        from urllib.parse import parse_qs, urlsplit
+
+        self.calls.append(request)
+        query = parse_qs(urlsplit(request.url or "").query)
+        status, body = self.handler(int(query["page"][0]), int(query["pageSize"][0]))
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = requests.Response()
+        response.status_code = status
+        response.headers = CaseInsensitiveDict(
+            {"Content-Type": "application/json", "Content-Length": str(len(raw))}
+        )
+        import io
+
+        response.raw = io.BytesIO(raw)
+        response.url = request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        return None
+
+    @property
+    def pages(self) -> list[int]:
+        from urllib.parse import parse_qs, urlsplit
+
+        return [int(parse_qs(urlsplit(c.url or "").query)["page"][0]) for c in self.calls]
+
+
+def fake_session(handler: PageHandler) -> tuple[requests.Session, FakeAPI]:
+    api = FakeAPI(handler)
+    session = requests.Session()
+    session.get_adapter = lambda url: api  # type: ignore[method-assign]
+    return session, api
+
+
+def api_run(
+    project_id: str,
+    name: str,
+    status: str = "RUN_STATE_COMPLETED",
+    created: str = "2024-09-03 10:24:54",
+    **kw: Any,
+) -> dict[str, Any]:
+    run = {
+        "runName": name,
+        "runType": "NOTEBOOK",
+        "projectId": project_id,
+        "projectName": f"name-{project_id}",
+        "status": status,
+        "creator": "ncp-user-1",
+        "createTime": created,
+        "updateTime": created,
+    }
+    run.update(kw)
+    return run
+
+
+# -- tools that live outside Python ----------------------------------------------------------
+
+
+def require_binary(name: str) -> str:
+    """The path of `name`; skip (or, under CI's REQUIRE_E2E=1, fail) when it is not installed."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        message = (
+            f"'{name}' is not installed (Debian package 'prometheus'; `apt-get install prometheus`)"
+        )
+        if os.environ.get("REQUIRE_E2E") == "1":
+            pytest.fail(message + " and REQUIRE_E2E=1 forbids skipping", pytrace=False)
+        pytest.skip(message)
+    return path

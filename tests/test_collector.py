@@ -1,0 +1,350 @@
+"""The collector: what a scrape shows for a given run list."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.client import NsmlClient, RunList
+from exporter.collector import NsmlCollector, Stats
+from exporter.errors import HTTPStatusError
+from exporter.models import RunPage
+from tests.conftest import api_run, fake_session, load_fixture, make_settings
+
+KST = ZoneInfo("Asia/Seoul")
+NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
+
+
+def run_list(runs: list[dict[str, Any]], zone: ZoneInfo = KST) -> RunList:
+    page = RunPage.model_validate({"runList": runs, "totalCount": len(runs)}, context={"tz": zone})
+    return RunList({(r.project_id, r.run_name): r for r in page.run_list}, len(runs), 1)
+
+
+def scrape(runs: list[dict[str, Any]] | RunList, **settings: Any) -> CollectorRegistry:
+    result = runs if isinstance(runs, RunList) else run_list(runs)
+    collector = NsmlCollector(
+        make_settings(**settings), lambda deadline: result, Stats(), wall_clock=lambda: NOW
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return registry
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+class Scraped:
+    """One scrape, kept: several values read from the same collection."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.families = list(registry.collect())
+        self.names = {f.name for f in self.families}
+
+    def value(self, name: str, **labels: str) -> float | None:
+        for family in self.families:
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return None
+
+
+def test_counts_by_project_status_and_type_from_the_docs_example() -> None:
+    registry = scrape(load_fixture("docs_example_page.json")["runList"])
+    labels = {"project_id": "******ygz0iujn******", "project": "project", "run_type": "NOTEBOOK"}
+    assert value(registry, "nsml_up") == 1
+    assert value(registry, "nsml_runs", status="RUN_STATE_IN_PROGRESS", **labels) == 1
+    assert value(registry, "nsml_runs", status="RUN_STATE_COMPLETED", **labels) == 1
+    assert value(registry, "nsml_api_total_count") == 2
+
+
+def test_known_statuses_are_zero_filled_for_every_project_and_type_present() -> None:
+    runs = [
+        api_run("p1", "1", "RUN_STATE_IN_PROGRESS"),
+        api_run("p2", "1", "RUN_STATE_FAILED", runType="TRAIN"),
+    ]
+    registry = scrape(runs)
+    p1 = {"project_id": "p1", "project": "name-p1", "run_type": "NOTEBOOK"}
+    p2 = {"project_id": "p2", "project": "name-p2", "run_type": "TRAIN"}
+    assert value(registry, "nsml_runs", status="RUN_STATE_COMPLETED", **p1) == 0
+    assert value(registry, "nsml_runs", status="RUN_STATE_COMPLETED", **p2) == 0
+    assert value(registry, "nsml_runs", status="RUN_STATE_IN_PROGRESS", **p2) == 0
+    # A status seen anywhere is filled everywhere; absent combinations are not invented.
+    assert value(registry, "nsml_runs", status="RUN_STATE_FAILED", **p1) == 0
+    assert value(registry, "nsml_runs", status="RUN_STATE_FAILED", **p2) == 1
+    assert (
+        value(
+            registry,
+            "nsml_runs",
+            status="RUN_STATE_FAILED",
+            project_id="p2",
+            project="name-p2",
+            run_type="NOTEBOOK",
+        )
+        is None
+    )
+
+
+def test_a_status_seen_once_stays_zero_filled_after_it_disappears() -> None:
+    lists = iter(
+        [
+            run_list([api_run("p1", "1", "RUN_STATE_FAILED")]),
+            run_list([api_run("p1", "1", "RUN_STATE_COMPLETED")]),
+        ]
+    )
+    collector = NsmlCollector(
+        make_settings(), lambda d: next(lists), Stats(), wall_clock=lambda: NOW
+    )
+    registry = CollectorRegistry()
+    registry.register(collector)
+    labels = {"project_id": "p1", "project": "name-p1", "run_type": "NOTEBOOK"}
+    assert value(registry, "nsml_runs", status="RUN_STATE_FAILED", **labels) == 1
+    assert value(registry, "nsml_runs", status="RUN_STATE_FAILED", **labels) == 0
+
+
+def test_per_run_series_for_in_progress_runs_with_age_in_the_api_zone() -> None:
+    runs = [
+        api_run(
+            "p1",
+            "7",
+            "RUN_STATE_IN_PROGRESS",
+            created="2024-09-03 10:00:00",
+            updateTime="2024-09-03 10:30:00",
+            creator="alice",
+        ),
+        api_run("p1", "8", "RUN_STATE_COMPLETED"),
+    ]
+    registry = scrape(runs)
+    labels = {
+        "project_id": "p1",
+        "project": "name-p1",
+        "run": "7",
+        "run_type": "NOTEBOOK",
+        "status": "RUN_STATE_IN_PROGRESS",
+        "creator": "alice",
+    }
+    created = datetime(2024, 9, 3, 1, 0, 0, tzinfo=ZoneInfo("UTC")).timestamp()  # 10:00 KST
+    assert value(registry, "nsml_run_created_timestamp_seconds", **labels) == created
+    assert value(registry, "nsml_run_updated_timestamp_seconds", **labels) == created + 1800
+    assert value(registry, "nsml_run_age_seconds", **labels) == 2 * 3600
+    completed = dict(labels, run="8", status="RUN_STATE_COMPLETED", creator="ncp-user-1")
+    assert value(registry, "nsml_run_age_seconds", **completed) is None
+
+
+def test_timezone_setting_changes_the_instant() -> None:
+    runs = [api_run("p1", "1", "RUN_STATE_IN_PROGRESS", created="2024-09-03 10:00:00")]
+    utc = run_list(runs, ZoneInfo("UTC"))
+    registry = scrape(utc, timezone="UTC")
+    labels = {
+        "project_id": "p1",
+        "project": "name-p1",
+        "run": "1",
+        "run_type": "NOTEBOOK",
+        "status": "RUN_STATE_IN_PROGRESS",
+        "creator": "ncp-user-1",
+    }
+    # 10:00 UTC is 19:00 KST, seven hours after NOW (12:00 KST): a negative age, which is logged.
+    assert value(registry, "nsml_run_age_seconds", **labels) == -7 * 3600
+
+
+def test_negative_age_is_logged_once_naming_the_setting(caplog: pytest.LogCaptureFixture) -> None:
+    runs = [api_run("p1", "1", "RUN_STATE_IN_PROGRESS", created="2024-09-03 23:00:00")]
+    registry = scrape(runs)
+    generate_latest(registry)
+    generate_latest(registry)
+    warnings = [r for r in caplog.records if "TIMEZONE" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_run_series_are_capped_keeping_the_oldest() -> None:
+    runs = [
+        api_run("p1", str(n), "RUN_STATE_IN_PROGRESS", created=f"2024-09-03 10:{n:02d}:00")
+        for n in range(10)
+    ]
+    registry = scrape(runs, max_run_series=3)
+    kept = {
+        s.labels["run"]
+        for m in registry.collect()
+        if m.name == "nsml_run_age_seconds"
+        for s in m.samples
+    }
+    assert kept == {"0", "1", "2"}
+    assert value(registry, "nsml_run_series_omitted") == 7
+    # The cap limits per-run series only: the counts still include every run.
+    assert (
+        value(
+            registry,
+            "nsml_runs",
+            project_id="p1",
+            project="name-p1",
+            status="RUN_STATE_IN_PROGRESS",
+            run_type="NOTEBOOK",
+        )
+        == 10
+    )
+
+
+def test_projects_filter_matches_id_or_name() -> None:
+    runs = [api_run("p1", "1"), api_run("p2", "1"), api_run("p3", "1")]
+    registry = scrape(runs, projects="p1,name-p3")
+    seen = {
+        s.labels["project_id"]
+        for m in registry.collect()
+        if m.name == "nsml_runs"
+        for s in m.samples
+    }
+    assert seen == {"p1", "p3"}
+
+
+def test_exposition_escapes_quotes_backslashes_newlines_and_keeps_utf8() -> None:
+    registry = scrape(load_fixture("odd_labels_page.json")["runList"])
+    text = generate_latest(registry).decode("utf-8")
+    assert 'project="back\\\\slash \\"quoted\\"\\nnewline"' in text
+    assert 'run="say \\"hi\\""' in text
+    assert 'project="음성인식 팀"' in text
+    assert 'creator="김민준"' in text
+    # The exposition parses back to the same values.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    runs = {s.labels["project"] for s in families["nsml_runs"].samples}
+    assert runs == {'back\\slash "quoted"\nnewline', "음성인식 팀"}
+
+
+def test_full_exposition_of_a_small_list() -> None:
+    registry = scrape(load_fixture("docs_example_page.json")["runList"])
+    lines = [
+        line
+        for line in generate_latest(registry).decode().splitlines()
+        if line.startswith("nsml_") and "_bucket" not in line
+    ]
+    pid = 'project="project",project_id="******ygz0iujn******"'
+    run = f'creator="ncp-user-2689076",{pid},run="2",run_type="NOTEBOOK"'
+    created = datetime(2024, 9, 3, 10, 38, 21, tzinfo=KST).timestamp()
+    assert lines[:9] == [
+        "nsml_up 1.0",
+        f'nsml_runs{{{pid},run_type="NOTEBOOK",status="RUN_STATE_IN_PROGRESS"}} 1.0',
+        f'nsml_runs{{{pid},run_type="NOTEBOOK",status="RUN_STATE_COMPLETED"}} 1.0',
+        f'nsml_run_age_seconds{{{run},status="RUN_STATE_IN_PROGRESS"}} {NOW - created}',
+        f'nsml_run_created_timestamp_seconds{{{run},status="RUN_STATE_IN_PROGRESS"}} {created:.9e}',
+        f'nsml_run_updated_timestamp_seconds{{{run},status="RUN_STATE_IN_PROGRESS"}} '
+        f"{created + 90:.9e}",
+        "nsml_run_series_omitted 0.0",
+        "nsml_api_total_count 2.0",
+        lines[8],
+    ]
+    assert lines[8].startswith("nsml_scrape_duration_seconds ")
+
+
+def failing_collector(**settings: Any) -> tuple[NsmlCollector, CollectorRegistry]:
+    calls = iter([run_list([api_run("p1", "1", "RUN_STATE_IN_PROGRESS")])])
+
+    def fetch(deadline: float) -> RunList:
+        for item in calls:
+            return item
+        raise HTTPStatusError("page 1: HTTP 503 Endpoint Error")
+
+    collector = NsmlCollector(make_settings(**settings), fetch, Stats(), wall_clock=lambda: NOW)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return collector, registry
+
+
+def test_a_failed_collection_serves_up_0_and_no_run_series() -> None:
+    _, registry = failing_collector()
+    good = Scraped(registry)
+    assert good.value("nsml_up") == 1
+    bad = Scraped(registry)
+    assert "nsml_runs" not in bad.names
+    assert "nsml_run_age_seconds" not in bad.names
+    assert bad.value("nsml_up") == 0
+    assert bad.value("nsml_collection_errors_total", reason="http") == 1
+    assert bad.value("nsml_collection_errors_total", reason="auth") == 0
+    # The last success is kept, so "time since last success" alerts keep working.
+    assert bad.value("nsml_last_success_timestamp_seconds") == NOW
+    assert bad.value("nsml_api_total_count") == 1
+
+
+def test_registering_calls_no_api() -> None:
+    calls = []
+
+    def fetch(deadline: float) -> RunList:
+        calls.append(deadline)
+        return run_list([])
+
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(NsmlCollector(make_settings(), fetch, Stats()))
+    assert calls == []
+
+
+def test_concurrent_scrapes_share_one_collection() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    calls = 0
+
+    def fetch(deadline: float) -> RunList:
+        nonlocal calls
+        calls += 1
+        started.set()
+        release.wait(5)
+        return run_list([api_run("p1", "1")])
+
+    registry = CollectorRegistry()
+    registry.register(NsmlCollector(make_settings(), fetch, Stats()))
+    results: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(generate_latest(registry)))
+        for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    started.wait(5)
+    time.sleep(0.1)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert calls == 1
+    assert len(results) == 20
+    assert all(b"nsml_up 1.0" in r for r in results)
+
+
+def test_cache_seconds_reuses_a_recent_collection() -> None:
+    calls = 0
+
+    def fetch(deadline: float) -> RunList:
+        nonlocal calls
+        calls += 1
+        return run_list([])
+
+    for cache, expected in ((0, 3), (60, 1)):
+        calls = 0
+        registry = CollectorRegistry()
+        registry.register(NsmlCollector(make_settings(cache_seconds=cache), fetch, Stats()))
+        for _ in range(3):
+            generate_latest(registry)
+        assert calls == expected
+
+
+def test_request_counters_and_latency_histogram_follow_the_client() -> None:
+    responses = iter(
+        [
+            (503, {"error": {"errorCode": 500, "message": "Endpoint Error"}}),
+            (200, load_fixture("docs_example_page.json")),
+        ]
+    )
+    session, _ = fake_session(lambda page, size: next(responses))
+    stats = Stats()
+    client = NsmlClient(make_settings(), stats.observe_request, session=session)
+    registry = CollectorRegistry()
+    registry.register(NsmlCollector(make_settings(), client.fetch_runs, stats))
+    scraped = Scraped(registry)
+    assert scraped.value("nsml_up") == 1
+    assert scraped.value("nsml_api_requests_total", code="503") == 1
+    assert scraped.value("nsml_api_requests_total", code="200") == 1
+    assert scraped.value("nsml_api_request_duration_seconds_count") == 2

@@ -1,0 +1,227 @@
+"""The exporter as a real process, over real HTTP, against the NSML simulator."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.simulator import SimRun, SimulatorServer
+from tests.conftest import (
+    ExporterProcess,
+    exporter_args_for,
+    exporter_env,
+    sim_run,
+)
+
+STATUSES = [
+    "RUN_STATE_IN_PROGRESS",
+    "RUN_STATE_COMPLETED",
+    "RUN_STATE_FAILED",
+    "RUN_STATE_QUEUED_FOR_GPU",
+    "RUN_STATE_STOPPED",
+]
+PROJECTS = [
+    ("p-odd", 'back\\slash "q"'),
+    ("p-ko", "음성인식 팀"),
+    ("p-plain", "plain"),
+    ("p-same", "plain"),
+]
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [
+        (s.labels, s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name
+    ]
+
+
+def population(count: int, seed: int = 3) -> list[SimRun]:
+    rng = random.Random(seed)
+    now = time.time()
+    runs = []
+    for n in range(count):
+        project_id, name = rng.choice(PROJECTS)
+        runs.append(
+            sim_run(
+                project_id,
+                str(n % 97),
+                rng.choice(STATUSES),
+                created=float(int(now - rng.uniform(60, 5 * 86400))),
+                project_name=name,
+                run_type=rng.choice(["NOTEBOOK", "TRAIN"]),
+                creator=rng.choice(["alice", "bob", "김민준"]),
+            )
+        )
+    # (project_id, run_name) is the identity: drop accidental repeats from the random draw.
+    unique = {(r.project_id, r.run_name): r for r in runs}
+    return list(unique.values())
+
+
+def test_counts_ages_and_zero_fill_match_the_simulator_exactly(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    runs = population(700)
+    simulator.sim.set_runs(runs)
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--page-size", "37"), env=exporter_env()
+    )
+    response = exporter.get()
+    scraped_at = time.time()
+    assert response.status_code == 200
+    text = response.text
+    assert samples(text, "nsml_up") == [({}, 1.0)]
+    truth = Counter((r.project_id, r.project_name, r.outcome, r.run_type) for r in runs)
+    got = {
+        (s["project_id"], s["project"], s["status"], s["run_type"]): v
+        for s, v in samples(text, "nsml_runs")
+    }
+    for key, count in truth.items():
+        assert got[key] == count, key
+    assert sum(got.values()) == len(runs)
+    # Zero-fill: every (project, type) present has every status seen anywhere.
+    pairs = {(k[0], k[3]) for k in truth}
+    assert len(got) == len(pairs) * len(STATUSES)
+    # Every in-progress run has its age, to within a few seconds.
+    ages = {(s["project_id"], s["run"]): v for s, v in samples(text, "nsml_run_age_seconds")}
+    running = [r for r in runs if r.outcome == "RUN_STATE_IN_PROGRESS"]
+    assert len(ages) == len(running)
+    for run in running:
+        assert abs(ages[run.project_id, run.run_name] - (scraped_at - run.created)) < 5
+    assert samples(text, "nsml_api_total_count") == [({}, float(len(runs)))]
+
+
+def test_zero_based_api_with_first_page_0(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    simulator.sim.first_page = 0
+    simulator.sim.set_runs(population(120))
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--page-size", "25", "--first-page", "0"), env=exporter_env()
+    )
+    text = exporter.get().text
+    assert samples(text, "nsml_up") == [({}, 1.0)]
+    assert sum(v for _, v in samples(text, "nsml_runs")) == len(simulator.sim.runs)
+
+
+def test_demo_serves_metrics_landing_page_and_health(
+    exporter_factory: Callable[..., ExporterProcess],
+) -> None:
+    exporter = exporter_factory("--demo")
+    metrics = exporter.get()
+    assert metrics.status_code == 200
+    assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert samples(metrics.text, "nsml_up") == [({}, 1.0)]
+    statuses = {s["status"] for s, _ in samples(metrics.text, "nsml_runs")}
+    assert {"RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED", "RUN_STATE_FAILED"} <= statuses
+    assert {s["project"] for s, _ in samples(metrics.text, "nsml_runs")} >= {"음성인식-팀"}
+    landing = exporter.get("/")
+    assert landing.status_code == 200
+    assert 'href="metrics"' in landing.text and "0.1.0" in landing.text
+    health = exporter.get("/healthz")
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert exporter.get("/nope").status_code == 404
+
+
+def test_metrics_are_gzipped_when_asked(exporter_factory: Callable[..., ExporterProcess]) -> None:
+    exporter = exporter_factory("--demo")
+    raw = exporter.get(headers={"Accept-Encoding": "gzip"}, stream=True)
+    assert raw.headers["Content-Encoding"] == "gzip"
+    assert b"nsml_up 1.0" in gzip.decompress(raw.raw.read())
+
+
+def test_openmetrics_is_served_when_asked(exporter_factory: Callable[..., ExporterProcess]) -> None:
+    exporter = exporter_factory("--demo")
+    response = exporter.get(headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+
+
+def test_sigterm_exits_0_promptly(exporter_factory: Callable[..., ExporterProcess]) -> None:
+    exporter = exporter_factory("--demo")
+    started = time.monotonic()
+    exporter.proc.send_signal(signal.SIGTERM)
+    assert exporter.proc.wait(5) == 0
+    assert time.monotonic() - started < 3
+    assert "shutting down" in exporter.logs()
+
+
+def run_once(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", "--once", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full,
+        check=False,
+    )
+
+
+def test_demo_once_prints_the_exposition_and_exits_0() -> None:
+    result = run_once("--demo")
+    assert result.returncode == 0, result.stderr
+    assert "nsml_up 1.0" in result.stdout
+    assert sum(v for _, v in samples(result.stdout, "nsml_runs")) > 100
+
+
+def test_once_exits_1_when_the_collection_fails(tmp_path: Path) -> None:
+    result = run_once(
+        "--base-url",
+        "http://127.0.0.1:9/nsml/v1",
+        "--access-key",
+        "a",
+        "--retries",
+        "0",
+        env={"NSML_EXPORTER_SECRET_KEY": "s"},
+    )
+    assert result.returncode == 1
+    assert "nsml_up 0.0" in result.stdout
+    assert 'nsml_collection_errors_total{reason="connection"} 1.0' in result.stdout
+    assert "Connection refused" in result.stderr
+
+
+def test_wrong_secret_is_an_auth_failure(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    exporter = exporter_factory(
+        *exporter_args_for(simulator), env={"NSML_EXPORTER_SECRET_KEY": "wrong"}
+    )
+    text = exporter.get().text
+    assert samples(text, "nsml_up") == [({}, 0.0)]
+    assert ({"reason": "auth"}, 1.0) in samples(text, "nsml_collection_errors_total")
+    assert ({"code": "401"}, 1.0) in samples(text, "nsml_api_requests_total")
+    assert "HTTP 401 Authentication Failed (errorCode 200): signature mismatch" in exporter.logs()
+
+
+def test_api_key_is_sent_when_the_gateway_wants_one(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    simulator.sim.api_key = "gw-key"
+    simulator.sim.set_runs(population(10))
+    without = exporter_factory(*exporter_args_for(simulator), env=exporter_env())
+    assert "nsml_up 0.0" in without.get().text
+    with_key = exporter_factory(
+        *exporter_args_for(simulator, "--api-key", "gw-key"), env=exporter_env()
+    )
+    assert "nsml_up 1.0" in with_key.get().text
+
+
+def test_plain_requests_to_the_simulator_need_a_signature(simulator: SimulatorServer) -> None:
+    response = requests.get(simulator.base_url + "/projects/runs", timeout=5)
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "Authentication Failed"

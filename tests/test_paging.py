@@ -1,0 +1,181 @@
+"""Paging through the run list: counts, dedupe, 0-based pages, and APIs that misbehave."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from exporter.client import NsmlClient
+from exporter.errors import InconsistentPagingError
+from tests.conftest import api_run, fake_session, make_settings
+
+
+def paged(runs: list[dict[str, Any]], first: int = 1, total: int | None = None):  # type: ignore[no-untyped-def]
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        index = page - first
+        return 200, {
+            "runList": runs[index * size : (index + 1) * size],
+            "totalCount": len(runs) if total is None else total,
+        }
+
+    return handler
+
+
+def runs_of(count: int, project: str = "p1") -> list[dict[str, Any]]:
+    return [api_run(project, str(n)) for n in range(count, 0, -1)]
+
+
+def fetch(handler: Any, **settings: Any) -> tuple[Any, Any]:
+    session, api = fake_session(handler)
+    client = NsmlClient(make_settings(**settings), session=session)
+    return client.fetch_runs(deadline=time.monotonic() + 30), api
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "requests"),
+    [
+        (0, 10, 1),
+        (1, 10, 1),
+        (10, 10, 1),
+        (30, 10, 3),
+        (31, 10, 4),
+        (250, 100, 3),
+    ],
+)
+def test_reads_every_run_with_the_fewest_requests(count: int, size: int, requests: int) -> None:
+    result, api = fetch(paged(runs_of(count)), page_size=size)
+    assert len(result.runs) == count
+    assert result.total_count == count
+    assert sorted(api.pages) == list(range(1, requests + 1))
+
+
+def test_zero_based_paging() -> None:
+    result, api = fetch(paged(runs_of(25), first=0), page_size=10, first_page=0)
+    assert len(result.runs) == 25
+    assert sorted(api.pages) == [0, 1, 2]
+
+
+def test_one_based_setting_against_a_zero_based_api_fails_with_a_hint() -> None:
+    with pytest.raises(InconsistentPagingError, match="FIRST_PAGE=0"):
+        fetch(paged(runs_of(25), first=0), page_size=10)
+
+
+def test_runs_with_the_same_name_in_two_projects_are_two_runs() -> None:
+    runs = [api_run("p1", "1"), api_run("p2", "1")]
+    result, _ = fetch(paged(runs), page_size=10)
+    assert set(result.runs) == {("p1", "1"), ("p2", "1")}
+
+
+def test_a_run_seen_twice_across_pages_counts_once() -> None:
+    # A new run is inserted at the head after page 1 is read: run "20" moves to page 2.
+    base = runs_of(20)
+    lock = threading.Lock()
+    served: list[int] = []
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        with lock:
+            served.append(page)
+            current = base if len(served) == 1 else [api_run("p1", "21"), *base]
+        return paged(current)(page, size)
+
+    result, api = fetch(handler, page_size=10, concurrency=1)
+    assert api.pages == [1, 2, 3, 1]  # page 3 follows the growth, then the head again
+    names = {key[1] for key in result.runs}
+    # Every run exists once; the new run is picked up by re-reading the head.
+    assert names == {str(n) for n in range(1, 22)}
+    assert result.total_count == 21
+
+
+def test_runs_vanishing_between_pages_do_not_fail_the_collection() -> None:
+    base = runs_of(20)
+    served: list[int] = []
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        served.append(page)
+        current = base if len(served) == 1 else base[1:]  # the newest run was deleted
+        return paged(current)(page, size)
+
+    result, _ = fetch(handler, page_size=10, concurrency=1)
+    # Every surviving run is counted (the head is re-read); the deleted one was seen before.
+    assert {str(n) for n in range(1, 20)} <= {key[1] for key in result.runs}
+    assert result.total_count == 19
+
+
+def test_an_api_that_ignores_page_is_inconsistent() -> None:
+    runs = runs_of(30)
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        return 200, {"runList": runs[:size], "totalCount": 30}
+
+    with pytest.raises(InconsistentPagingError, match="ignores page"):
+        fetch(handler, page_size=10)
+
+
+def test_an_api_that_pages_forever_is_inconsistent() -> None:
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        return 200, {
+            "runList": [api_run("p1", f"{page}-{n}") for n in range(size)],
+            "totalCount": 25,
+        }
+
+    with pytest.raises(InconsistentPagingError, match="past totalCount"):
+        fetch(handler, page_size=10)
+
+
+def test_an_api_whose_total_keeps_growing_is_bounded() -> None:
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        return 200, {
+            "runList": [api_run("p1", f"{page}-{n}") for n in range(size)],
+            "totalCount": 20 + page * size,
+        }
+
+    session, api = fake_session(handler)
+    client = NsmlClient(make_settings(page_size=10), session=session)
+    with pytest.raises(InconsistentPagingError):
+        client.fetch_runs(deadline=time.monotonic() + 30)
+    # The bound is derived from the first totalCount (3 pages -> at most 8), not followed forever.
+    assert len(api.calls) <= 8
+
+
+@pytest.mark.parametrize("total", [15, 50])
+def test_a_total_count_that_lies_is_inconsistent(total: int) -> None:
+    # (A total that understates by whole pages, e.g. 10 of 30, matches the pages it implies:
+    # only one more request per collection could catch it, and we do not pay that.)
+    with pytest.raises(InconsistentPagingError):
+        fetch(paged(runs_of(30), total=total), page_size=10)
+
+
+def test_a_server_that_caps_page_size_is_followed() -> None:
+    runs = runs_of(45)
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        size = min(size, 20)  # the server's own maximum
+        return paged(runs)(page, size)
+
+    result, api = fetch(handler, page_size=100)
+    assert len(result.runs) == 45
+    assert sorted(api.pages) == [1, 2, 3]
+
+
+def test_pages_after_the_first_are_fetched_concurrently() -> None:
+    runs = runs_of(50)
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.05)
+        with lock:
+            active -= 1
+        return paged(runs)(page, size)
+
+    result, _ = fetch(handler, page_size=5, concurrency=4)
+    assert len(result.runs) == 50
+    assert peak == 4

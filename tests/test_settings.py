@@ -1,0 +1,173 @@
+"""Settings from the environment and flags, and how bad ones are reported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.errors import ConfigError
+from exporter.settings import load_settings, parse_args
+from tests.conftest import SECRET
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_defaults_match_the_contract() -> None:
+    settings = load_settings({"access_key": "a", "secret_key": "s"})
+    assert settings.base_url == "https://nsml.apigw.ntruss.com/nsml/v1"
+    assert (settings.listen_address, settings.port) == ("0.0.0.0", 9877)
+    assert (settings.page_size, settings.first_page, settings.concurrency) == (100, 1, 4)
+    assert (settings.request_timeout, settings.collect_timeout, settings.retries) == (5, 9, 2)
+    assert settings.cache_seconds == 0
+    assert settings.timezone == "Asia/Seoul"
+    assert settings.known_statuses == ["RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED"]
+    assert settings.run_series_statuses == ["RUN_STATE_IN_PROGRESS"]
+    assert settings.max_run_series == 1000
+    assert settings.projects == []
+    assert (settings.log_level, settings.log_format) == ("info", "text")
+    assert settings.web_config_file is None
+    assert settings.api_key is None
+
+
+def test_environment_and_flags_with_flags_winning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NSML_EXPORTER_ACCESS_KEY", "env-access")
+    monkeypatch.setenv("NSML_EXPORTER_SECRET_KEY", "env-secret")
+    monkeypatch.setenv("NSML_EXPORTER_PAGE_SIZE", "50")
+    monkeypatch.setenv("NSML_EXPORTER_CONCURRENCY", "8")
+    monkeypatch.setenv("NSML_EXPORTER_KNOWN_STATUSES", "A, B,,C")
+    _, settings = parse_args(["--page-size", "25", "--projects", "p1,team two"])
+    assert settings.page_size == 25
+    assert settings.concurrency == 8
+    assert settings.known_statuses == ["A", "B", "C"]
+    assert settings.projects == ["p1", "team two"]
+    assert settings.access_key is not None
+    assert settings.access_key.get_secret_value() == "env-access"
+
+
+def test_keys_from_a_secrets_dir_when_not_set_otherwise(tmp_path: Path) -> None:
+    (tmp_path / "access-key").write_text("file-access\n")
+    (tmp_path / "secret-key").write_text("file-secret\n")
+    settings = load_settings({"secrets_dir": str(tmp_path), "access_key": "flag-access"})
+    assert settings.access_key is not None and settings.secret_key is not None
+    assert settings.access_key.get_secret_value() == "flag-access"
+    assert settings.secret_key.get_secret_value() == "file-secret"
+    assert settings.api_key is None
+
+
+def test_secrets_never_appear_in_repr() -> None:
+    settings = load_settings({"access_key": "a", "secret_key": SECRET, "api_key": "gw-secret"})
+    assert SECRET not in repr(settings)
+    assert "gw-secret" not in repr(settings)
+    assert SECRET not in str(settings.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("flags", "setting"),
+    [
+        ({"page_size": "0"}, "NSML_EXPORTER_PAGE_SIZE (--page-size)"),
+        ({"port": "http"}, "NSML_EXPORTER_PORT (--port)"),
+        ({"timezone": "Mars/Olympus"}, "NSML_EXPORTER_TIMEZONE (--timezone)"),
+        ({"base_url": "ftp://x"}, "NSML_EXPORTER_BASE_URL (--base-url)"),
+        ({"first_page": "2"}, "NSML_EXPORTER_FIRST_PAGE (--first-page)"),
+        ({"log_format": "xml"}, "NSML_EXPORTER_LOG_FORMAT (--log-format)"),
+        (
+            {"web_config_file": "/no/such/file.yml"},
+            "NSML_EXPORTER_WEB_CONFIG_FILE (--web-config-file)",
+        ),
+    ],
+)
+def test_invalid_settings_name_the_setting(flags: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"access_key": "a", "secret_key": "s", **flags})
+    assert str(raised.value).startswith(f"invalid setting {setting}: ")
+
+
+def test_bad_setting_exits_2_with_one_line_and_no_secret() -> None:
+    result = run_cli(
+        "--page-size",
+        "-5",
+        env={"NSML_EXPORTER_SECRET_KEY": SECRET, "NSML_EXPORTER_ACCESS_KEY": "a"},
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "NSML_EXPORTER_PAGE_SIZE (--page-size)" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_bad_environment_variable_exits_2_naming_it() -> None:
+    result = run_cli(
+        env={
+            "NSML_EXPORTER_SECRET_KEY": SECRET,
+            "NSML_EXPORTER_ACCESS_KEY": "a",
+            "NSML_EXPORTER_CACHE_SECONDS": "soon",
+        }
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "NSML_EXPORTER_CACHE_SECONDS" in result.stderr
+
+
+def test_missing_keys_exit_2_and_suggest_demo() -> None:
+    result = run_cli("--once")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "nsml-exporter: invalid setting NSML_EXPORTER_ACCESS_KEY (--access-key): "
+        "required (or run with --demo)"
+    )
+
+
+def test_unknown_flag_exits_2_with_one_line() -> None:
+    result = run_cli("--page-sise", "10")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "--page-sise" in result.stderr
+
+
+def test_help_lists_every_setting_with_env_and_default() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for name in (
+        "ACCESS_KEY",
+        "SECRET_KEY",
+        "API_KEY",
+        "BASE_URL",
+        "LISTEN_ADDRESS",
+        "PORT",
+        "PAGE_SIZE",
+        "FIRST_PAGE",
+        "CONCURRENCY",
+        "REQUEST_TIMEOUT",
+        "COLLECT_TIMEOUT",
+        "RETRIES",
+        "CACHE_SECONDS",
+        "TIMEZONE",
+        "KNOWN_STATUSES",
+        "RUN_SERIES_STATUSES",
+        "MAX_RUN_SERIES",
+        "PROJECTS",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "WEB_CONFIG_FILE",
+    ):
+        assert f"--{name.lower().replace('_', '-')}" in text
+        assert f"env NSML_EXPORTER_{name};" in text
+    assert "default: 9877" in text
+    assert "default: RUN_STATE_IN_PROGRESS,RUN_STATE_COMPLETED" in text
