@@ -283,6 +283,11 @@ class NsmlCollector(Collector):
             value=snap.duration,
         )
         yield GaugeMetricFamily(
+            "nsml_collect_timeout_seconds",
+            "COLLECT_TIMEOUT: the longest a collection may take",
+            value=self._settings.collect_timeout,
+        )
+        yield GaugeMetricFamily(
             "nsml_last_success_timestamp_seconds",
             "End of the last successful collection, Unix seconds (0 before the first)",
             value=self._last_success,

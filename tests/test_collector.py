@@ -240,6 +240,7 @@ def test_full_exposition_of_a_small_list() -> None:
         lines[8],
     ]
     assert lines[8].startswith("nsml_scrape_duration_seconds ")
+    assert "nsml_collect_timeout_seconds 9.0" in lines
 
 
 def failing_collector(**settings: Any) -> tuple[NsmlCollector, CollectorRegistry]:

@@ -1,0 +1,95 @@
+"""Alert rules: checked and unit-tested with promtool (each alert firing and not firing)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import require_binary
+
+RULES = Path(__file__).resolve().parent.parent / "prometheus"
+
+
+def test_rules_pass_promtool_check() -> None:
+    promtool = require_binary("promtool")
+    result = subprocess.run(
+        [promtool, "check", "rules", "nsml-exporter.rules.yml"],
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout
+
+
+def test_rule_unit_tests_pass() -> None:
+    promtool = require_binary("promtool")
+    result = subprocess.run(
+        [promtool, "test", "rules", "nsml-exporter.rules.test.yml"],
+        cwd=RULES,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
+    rules = yaml.safe_load((RULES / "nsml-exporter.rules.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((RULES / "nsml-exporter.rules.test.yml").read_text())["tests"]
+    firing, quiet = set(), set()
+    for test in tests:
+        for case in test.get("alert_rule_test", []):
+            (firing if case["exp_alerts"] else quiet).add(case["alertname"])
+    assert alerts == firing == quiet
+
+
+def test_a_broken_rule_unit_test_fails(tmp_path: Path) -> None:
+    """The unit tests can fail: expecting the exporter-down alert too early must not pass."""
+    promtool = require_binary("promtool")
+    (tmp_path / "nsml-exporter.rules.yml").write_text(
+        (RULES / "nsml-exporter.rules.yml").read_text()
+    )
+    (tmp_path / "t.yml").write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": ["nsml-exporter.rules.yml"],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {
+                        "interval": "1m",
+                        "input_series": [
+                            {"series": 'up{job="nsml-exporter", instance="a"}', "values": "0x10"}
+                        ],
+                        "alert_rule_test": [
+                            {
+                                "eval_time": "2m",
+                                "alertname": "NSMLExporterDown",
+                                "exp_alerts": [
+                                    {
+                                        "exp_labels": {
+                                            "severity": "warning",
+                                            "job": "nsml-exporter",
+                                            "instance": "a",
+                                        }
+                                    }
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    result = subprocess.run(
+        [promtool, "test", "rules", "t.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
