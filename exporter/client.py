@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
 from . import __version__
 from .errors import (
@@ -171,7 +171,9 @@ class NsmlClient:
             )
         chunks: list[bytes] = []
         size = 0
-        for chunk in response.iter_content(CHUNK):
+        # read1 returns whatever has arrived, so a body trickling in byte by byte still meets
+        # the deadline check (iter_content would block until a whole chunk had filled).
+        while chunk := response.raw.read1(CHUNK, decode_content=True):
             size += len(chunk)
             if size > self._max_bytes:
                 raise InvalidResponseError(
@@ -211,6 +213,15 @@ class NsmlClient:
             code = "timeout"
             raise RequestTimeoutError(
                 f"page {page}: no answer within {timeout:.1f}s", retryable=True
+            ) from None
+        except ReadTimeoutError:
+            code = "timeout"
+            raise RequestTimeoutError(
+                f"page {page}: body stalled for {timeout:.1f}s", retryable=True
+            ) from None
+        except (ProtocolError, DecodeError) as error:
+            raise ConnectionFailedError(
+                f"page {page}: connection broke mid-body ({_short_reason(error)})", retryable=True
             ) from None
         except requests.ConnectionError as error:
             if error.args and isinstance(error.args[0], ReadTimeoutError):

@@ -177,6 +177,8 @@ class Simulator:
     clock_offset: float = 0.0
     fault: Fault | None = None
     requests: Counter[str] = field(default_factory=Counter)
+    #: Signatures received (newest last), so tests can check none of them is ever logged.
+    signatures: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -231,6 +233,8 @@ class Simulator:
         given = headers.get("x-ncp-apigw-signature-v2", "")
         if not (stamp and access and given):
             return 401, "missing authentication headers"
+        with self._lock:
+            self.signatures = [*self.signatures[-99:], given]
         if not stamp.isdigit() or abs(int(stamp) - self.now() * 1000) > TIMESTAMP_WINDOW_MS:
             return 401, "timestamp is out of the allowed window (5 minutes)"
         if not hmac.compare_digest(access, self.access_key):

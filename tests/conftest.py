@@ -199,7 +199,14 @@ class FakeAPI(BaseAdapter):
         )
         import io
 
-        response.raw = io.BytesIO(raw)
+        import urllib3
+
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(raw),
+            headers=dict(response.headers),
+            status=status,
+            preload_content=False,
+        )
         response.url = request.url or ""
         response.request = request
         return response
