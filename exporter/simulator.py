@@ -279,6 +279,9 @@ class Simulator:
 class _Handler(BaseHTTPRequestHandler):
     server: SimulatorServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY a keep-alive client's
+    # delayed ACK stalls every response by ~40 ms.
+    disable_nagle_algorithm = True
     timeout = 60
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -1,0 +1,101 @@
+"""Load: many scrapers at once, slow scrapers, and many scrapes in a row."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+
+from exporter.simulator import SimulatorServer
+from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, sim_run
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def static_runs(count: int) -> list:  # type: ignore[type-arg]
+    now = time.time()
+    return [sim_run(f"p{n % 5}", str(n), "RUN_STATE_IN_PROGRESS" if n % 3 else
+                    "RUN_STATE_COMPLETED", created=float(int(now - 600 - n)))
+            for n in range(count)]
+
+
+def test_fifty_concurrent_scrapes_cost_one_upstream_collection(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    simulator.sim.set_runs(static_runs(120))
+    simulator.sim.latency = 0.3  # three pages of 50: one collection takes about 0.6 s
+    exporter = exporter_factory(*exporter_args_for(simulator, "--page-size", "50"),
+                                env=exporter_env())
+    before = simulator.sim.requests["runs"]
+    barrier = threading.Barrier(50)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def scrape() -> None:
+        barrier.wait()
+        text = requests.get(exporter.url + "/metrics", timeout=30).text
+        with lock:
+            results.append(text)
+
+    threads = [threading.Thread(target=scrape) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 50
+    assert all("nsml_up 1.0" in text for text in results)
+    assert simulator.sim.requests["runs"] - before == 3
+
+
+def test_a_stalled_client_does_not_hold_up_other_scrapes(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    simulator.sim.set_runs(static_runs(50))
+    exporter = exporter_factory(*exporter_args_for(simulator), env=exporter_env())
+    host, port = exporter.url.removeprefix("http://").split(":")
+    stalled = []
+    for _ in range(20):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never finishes the request
+        stalled.append(sock)
+    readers = []
+    for _ in range(5):  # ask for metrics and never read the answer
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        readers.append(sock)
+    try:
+        started = time.monotonic()
+        response = requests.get(exporter.url + "/metrics", timeout=10)
+        assert response.status_code == 200 and "nsml_up 1.0" in response.text
+        assert time.monotonic() - started < 2
+        assert requests.get(exporter.url + "/healthz", timeout=5).text == "ok\n"
+    finally:
+        for sock in stalled + readers:
+            sock.close()
+
+
+def test_a_thousand_scrapes_leave_memory_flat(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    simulator.sim.set_runs(static_runs(300))
+    exporter = exporter_factory(*exporter_args_for(simulator, "--page-size", "100"),
+                                env=exporter_env())
+    session = requests.Session()
+    for _ in range(200):  # warm up: caches, pools, allocator arenas
+        assert session.get(exporter.url + "/metrics", timeout=10).status_code == 200
+    warm = rss_kib(exporter.proc.pid)
+    for _ in range(1000):
+        response = session.get(exporter.url + "/metrics", timeout=10)
+        assert response.status_code == 200
+    grown = rss_kib(exporter.proc.pid) - warm
+    assert "nsml_up 1.0" in response.text
+    assert grown < 4096, f"RSS grew {grown} KiB over 1000 scrapes"
