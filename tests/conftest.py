@@ -85,6 +85,9 @@ class ExporterProcess:
 
     def get(self, path: str = "/metrics", **kw: Any) -> requests.Response:
         kw.setdefault("timeout", 30)
+        # Per request: REQUESTS_CA_BUNDLE in the environment would beat Session.verify.
+        kw.setdefault("verify", self.session.verify)
+        kw.setdefault("cert", self.session.cert)
         return self.session.get(self.url + path, **kw)
 
     def logs(self) -> str:
@@ -109,6 +112,7 @@ def start_exporter(
     scheme: str = "http",
     ready_path: str = "/healthz",
     verify: Any = True,
+    cert: Any = None,
 ) -> ExporterProcess:
     port = free_port()
     log_path = tmp_path / f"exporter-{port}.log"
@@ -133,6 +137,7 @@ def start_exporter(
         )
     exporter = ExporterProcess(proc, f"{scheme}://127.0.0.1:{port}", log_path)
     exporter.session.verify = verify
+    exporter.session.cert = cert
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -23,9 +23,15 @@ def rss_kib(pid: int) -> int:
 
 def static_runs(count: int) -> list:  # type: ignore[type-arg]
     now = time.time()
-    return [sim_run(f"p{n % 5}", str(n), "RUN_STATE_IN_PROGRESS" if n % 3 else
-                    "RUN_STATE_COMPLETED", created=float(int(now - 600 - n)))
-            for n in range(count)]
+    return [
+        sim_run(
+            f"p{n % 5}",
+            str(n),
+            "RUN_STATE_IN_PROGRESS" if n % 3 else "RUN_STATE_COMPLETED",
+            created=float(int(now - 600 - n)),
+        )
+        for n in range(count)
+    ]
 
 
 def test_fifty_concurrent_scrapes_cost_one_upstream_collection(
@@ -33,8 +39,9 @@ def test_fifty_concurrent_scrapes_cost_one_upstream_collection(
 ) -> None:
     simulator.sim.set_runs(static_runs(120))
     simulator.sim.latency = 0.3  # three pages of 50: one collection takes about 0.6 s
-    exporter = exporter_factory(*exporter_args_for(simulator, "--page-size", "50"),
-                                env=exporter_env())
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--page-size", "50"), env=exporter_env()
+    )
     before = simulator.sim.requests["runs"]
     barrier = threading.Barrier(50)
     results: list[str] = []
@@ -87,8 +94,9 @@ def test_a_thousand_scrapes_leave_memory_flat(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
     simulator.sim.set_runs(static_runs(300))
-    exporter = exporter_factory(*exporter_args_for(simulator, "--page-size", "100"),
-                                env=exporter_env())
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--page-size", "100"), env=exporter_env()
+    )
     session = requests.Session()
     for _ in range(200):  # warm up: caches, pools, allocator arenas
         assert session.get(exporter.url + "/metrics", timeout=10).status_code == 200
