@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import signal
@@ -10,13 +11,13 @@ import threading
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import generate_latest
 from pydantic import SecretStr
 
 from . import __version__
 from .client import NsmlClient
 from .collector import NsmlCollector, Stats
 from .errors import ConfigError
+from .exposition import TextEncoder
 from .logs import setup_logging
 from .server import ExporterServer
 from .settings import Settings, parse_args, setting_label
@@ -67,19 +68,23 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.once:
-            sys.stdout.write(generate_latest(registry).decode())
+            sys.stdout.write(TextEncoder()(registry).decode())
             last = collector.shared.last
             return 0 if last is not None and last.ok else 1
-        return _serve(settings, registry, web)
+        return _serve(settings, registry, web, collector)
     finally:
         client.close()
         if sim is not None:
             sim.stop()
 
 
-def _serve(settings: Settings, registry: CollectorRegistry, web: WebConfig) -> int:
+def _serve(
+    settings: Settings, registry: CollectorRegistry, web: WebConfig, collector: NsmlCollector
+) -> int:
     try:
-        server = ExporterServer((settings.listen_address, settings.port), registry, web)
+        server = ExporterServer(
+            (settings.listen_address, settings.port), registry, web, prepare=collector.pinned
+        )
     except OSError as error:
         where = f"{settings.listen_address}:{settings.port}"
         return _fail_config(
@@ -95,6 +100,12 @@ def _serve(settings: Settings, registry: CollectorRegistry, web: WebConfig) -> i
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # Everything allocated so far lives as long as the process: take it out of the cyclic GC's
+    # way, and let a scrape's ~10^4 short-lived containers (which form no cycles) be freed by
+    # reference counting before the GC looks at them (measured: -14 ms CPU per 10k-run scrape).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     server.serve_in_thread()
     log.info(
         "nsml-exporter %s serving %s/metrics (NSML API %s)",

@@ -14,7 +14,8 @@ import platform
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from prometheus_client.metrics_core import (
@@ -26,9 +27,9 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .client import RunKey, RunList
-from .errors import REASONS, CollectionError
-from .models import Run
+from .client import RunList
+from .errors import REASONS, CollectionError, InvalidResponseError
+from .models import RunRecord, to_timestamp
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ class Snapshot:
     duration: float
     finished: float
     counts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
-    series: tuple[Run, ...] = ()
+    #: (run, createTime, updateTime as Unix seconds) for runs with per-run series, oldest first.
+    series: tuple[tuple[RunRecord, float, float], ...] = ()
     omitted: int = 0
     total_count: int | None = None
     error: str = ""
@@ -177,12 +179,14 @@ class NsmlCollector(Collector):
         self._now = wall_clock
         self._projects = frozenset(settings.projects)
         self._series_statuses = frozenset(settings.run_series_statuses)
+        self._zone = settings.zone
         self._statuses: dict[str, None] = dict.fromkeys(settings.known_statuses)
         self._statuses_lock = threading.Lock()
         self._last_success = 0.0
         self._total_count: int | None = None
         self._warned_future = False
         self.shared = SharedCollection(self.collect_once, settings.cache_seconds)
+        self._pinned = threading.local()
 
     # -- collecting --------------------------------------------------------------------------
 
@@ -211,21 +215,18 @@ class NsmlCollector(Collector):
         return snapshot
 
     def _summarize(self, run_list: RunList, started: float) -> Snapshot:
-        runs: Iterable[Run] = run_list.runs.values()
+        runs: Collection[RunRecord] = run_list.runs.values()
         if self._projects:
-            runs = [
-                r
-                for r in runs
-                if r.project_id in self._projects or r.project_name in self._projects
-            ]
-        counts: Counter[tuple[str, str, str]] = Counter()  # (project_id, run_type, status)
+            wanted = self._projects
+            runs = [r for r in runs if r.project_id in wanted or r.project_name in wanted]
+        # (project_id, run_type, status) -> runs; Counter counts an iterable in C.
+        counts = Counter((r.project_id, r.run_type, r.status) for r in runs)
         names: dict[str, str] = {}
-        eligible: list[tuple[float, RunKey, Run]] = []
         for run in runs:
-            names.setdefault(run.project_id, run.project_name)
-            counts[run.project_id, run.run_type, run.status] += 1
-            if run.status in self._series_statuses:
-                eligible.append((run.create_time, (run.project_id, run.run_name), run))
+            if run.project_id not in names:
+                names[run.project_id] = run.project_name
+        series_statuses = self._series_statuses
+        eligible = [r for r in runs if r.status in series_statuses]
         with self._statuses_lock:
             for _, _, status in counts:
                 self._statuses.setdefault(status)
@@ -237,15 +238,28 @@ class NsmlCollector(Collector):
                 filled[project_id, names[project_id], status, run_type] = counts.get(
                     (project_id, run_type, status), 0
                 )
-        eligible.sort(key=lambda item: (item[0], item[1]))
+        # Times are parsed only for runs that get series: counting needs none.
+        zone = self._zone
+        timed = []
+        for run in eligible:
+            try:
+                timed.append(
+                    (run, to_timestamp(run.create_time, zone), to_timestamp(run.update_time, zone))
+                )
+            except ValueError:
+                raise InvalidResponseError(
+                    f"run {run.run_name} of project {run.project_id}: createTime/updateTime "
+                    "is not a valid date and time"
+                ) from None
+        timed.sort(key=lambda item: (item[1], item[0].project_id, item[0].run_name))
         cap = self._settings.max_run_series
         return Snapshot(
             ok=True,
             duration=time.monotonic() - started,
             finished=self._now(),
             counts=filled,
-            series=tuple(item[2] for item in eligible[:cap]),
-            omitted=max(0, len(eligible) - cap),
+            series=tuple(timed[:cap]),
+            omitted=max(0, len(timed) - cap),
             total_count=run_list.total_count,
         )
 
@@ -256,7 +270,21 @@ class NsmlCollector(Collector):
         yield from self._families(Snapshot(ok=True, duration=0.0, finished=0.0), describe=True)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._families(self.shared.get())
+        pinned: Snapshot | None = getattr(self._pinned, "snapshot", None)
+        yield from self._families(pinned or self.shared.get())
+
+    @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Join (or start) the shared collection now, and render this thread's scrape from it.
+
+        The HTTP server builds one exposition at a time; without this, a scrape waiting for
+        its turn would start a collection of its own instead of sharing the one in flight.
+        """
+        self._pinned.snapshot = self.shared.get()
+        try:
+            yield
+        finally:
+            self._pinned.snapshot = None
 
     def _families(self, snap: Snapshot, describe: bool = False) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -323,7 +351,7 @@ class NsmlCollector(Collector):
             labels=list(RUN_LABELS),
         )
         now = self._now()
-        for run in snap.series:
+        for run, created_at, updated_at in snap.series:
             labels = [
                 run.project_id,
                 run.project_name,
@@ -332,16 +360,16 @@ class NsmlCollector(Collector):
                 run.status,
                 run.creator,
             ]
-            age.add_metric(labels, now - run.create_time)
-            created.add_metric(labels, run.create_time)
-            updated.add_metric(labels, run.update_time)
-        if snap.series and now - snap.series[-1].create_time < -FUTURE_TOLERANCE:
-            self._warn_future(snap.series[-1], now)
+            age.add_metric(labels, now - created_at)
+            created.add_metric(labels, created_at)
+            updated.add_metric(labels, updated_at)
+        if snap.series and now - snap.series[-1][1] < -FUTURE_TOLERANCE:
+            self._warn_future(snap.series[-1][0], snap.series[-1][1] - now)
         yield age
         yield created
         yield updated
 
-    def _warn_future(self, run: Run, now: float) -> None:
+    def _warn_future(self, run: RunRecord, ahead: float) -> None:
         if self._warned_future:
             return
         self._warned_future = True
@@ -350,6 +378,6 @@ class NsmlCollector(Collector):
             "NSML_EXPORTER_TIMEZONE (--timezone) %s; set the API's zone",
             run.run_name,
             run.project_name,
-            run.create_time - now,
+            ahead,
             self._settings.timezone,
         )

@@ -17,8 +17,6 @@ from typing import Any
 
 import pytest
 import requests
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 
 from exporter.settings import Settings
 from exporter.simulator import SimRun, Simulator, SimulatorServer
@@ -178,59 +176,53 @@ def exporter_env() -> dict[str, str]:
 PageHandler = Callable[[int, int], tuple[int, Any]]
 
 
-class FakeAPI(BaseAdapter):
-    """A `requests` adapter that answers `GET .../projects/runs` from a Python function.
+@dataclass
+class Call:
+    url: str
+    headers: dict[str, str]
+
+    @property
+    def page(self) -> int:
+        from urllib.parse import parse_qs, urlsplit
+
+        return int(parse_qs(urlsplit(self.url).query)["page"][0])
+
+
+class FakeAPI:
+    """A urllib3-like transport that answers `GET .../projects/runs` from a Python function.
 
     The function gets (page, pageSize) and returns (status, body); bodies are JSON-encoded unless
-    they are bytes. Every request is recorded, headers included.
+    they are bytes. Every request is recorded, headers included. Responses are real
+    `urllib3.HTTPResponse` objects over the body bytes.
     """
 
     def __init__(self, handler: PageHandler) -> None:
-        super().__init__()
         self.handler = handler
-        self.calls: list[requests.PreparedRequest] = []
+        self.calls: list[Call] = []
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        from urllib.parse import parse_qs, urlsplit
-
-        self.calls.append(request)
-        query = parse_qs(urlsplit(request.url or "").query)
-        status, body = self.handler(int(query["page"][0]), int(query["pageSize"][0]))
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        response = requests.Response()
-        response.status_code = status
-        response.headers = CaseInsensitiveDict(
-            {"Content-Type": "application/json", "Content-Length": str(len(raw))}
-        )
+    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
         import io
+        from urllib.parse import parse_qs, urlsplit
 
         import urllib3
 
-        response.raw = urllib3.HTTPResponse(
+        self.calls.append(Call(url, dict(kw.get("headers") or {})))
+        query = parse_qs(urlsplit(url).query)
+        status, body = self.handler(int(query["page"][0]), int(query["pageSize"][0]))
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return urllib3.HTTPResponse(
             body=io.BytesIO(raw),
-            headers=dict(response.headers),
             status=status,
             preload_content=False,
+            headers={"Content-Type": "application/json", "Content-Length": str(len(raw))},
         )
-        response.url = request.url or ""
-        response.request = request
-        return response
 
-    def close(self) -> None:
+    def clear(self) -> None:
         return None
 
     @property
     def pages(self) -> list[int]:
-        from urllib.parse import parse_qs, urlsplit
-
-        return [int(parse_qs(urlsplit(c.url or "").query)["page"][0]) for c in self.calls]
-
-
-def fake_session(handler: PageHandler) -> tuple[requests.Session, FakeAPI]:
-    api = FakeAPI(handler)
-    session = requests.Session()
-    session.get_adapter = lambda url: api  # type: ignore[method-assign]
-    return session, api
+        return [call.page for call in self.calls]
 
 
 def api_run(

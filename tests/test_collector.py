@@ -14,16 +14,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.client import NsmlClient, RunList
 from exporter.collector import NsmlCollector, Stats
 from exporter.errors import HTTPStatusError
-from exporter.models import RunPage
-from tests.conftest import api_run, fake_session, load_fixture, make_settings
+from exporter.models import RUN_PAGE, RunRecord
+from tests.conftest import FakeAPI, api_run, load_fixture, make_settings
 
 KST = ZoneInfo("Asia/Seoul")
 NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
 
 
-def run_list(runs: list[dict[str, Any]], zone: ZoneInfo = KST) -> RunList:
-    page = RunPage.model_validate({"runList": runs, "totalCount": len(runs)}, context={"tz": zone})
-    return RunList({(r.project_id, r.run_name): r for r in page.run_list}, len(runs), 1)
+def run_list(runs: list[dict[str, Any]]) -> RunList:
+    page = RUN_PAGE.validate_python({"runList": runs, "totalCount": len(runs)})
+    records = [RunRecord.of(r) for r in page["runList"]]
+    return RunList({(r.project_id, r.run_name): r for r in records}, len(runs), 1)
 
 
 def scrape(runs: list[dict[str, Any]] | RunList, **settings: Any) -> CollectorRegistry:
@@ -139,8 +140,7 @@ def test_per_run_series_for_in_progress_runs_with_age_in_the_api_zone() -> None:
 
 def test_timezone_setting_changes_the_instant() -> None:
     runs = [api_run("p1", "1", "RUN_STATE_IN_PROGRESS", created="2024-09-03 10:00:00")]
-    utc = run_list(runs, ZoneInfo("UTC"))
-    registry = scrape(utc, timezone="UTC")
+    registry = scrape(runs, timezone="UTC")
     labels = {
         "project_id": "p1",
         "project": "name-p1",
@@ -339,9 +339,12 @@ def test_request_counters_and_latency_histogram_follow_the_client() -> None:
             (200, load_fixture("docs_example_page.json")),
         ]
     )
-    session, _ = fake_session(lambda page, size: next(responses))
     stats = Stats()
-    client = NsmlClient(make_settings(), stats.observe_request, session=session)
+    client = NsmlClient(
+        make_settings(),
+        stats.observe_request,
+        transport=FakeAPI(lambda page, size: next(responses)),
+    )
     registry = CollectorRegistry()
     registry.register(NsmlCollector(make_settings(), client.fetch_runs, stats))
     scraped = Scraped(registry)

@@ -299,7 +299,10 @@ def test_a_body_that_trickles_past_the_deadline(stack: Stack) -> None:
     [
         ("html", "not a run-list page: body: Invalid JSON"),
         ("truncated", "not a run-list page: body: Invalid JSON: EOF while parsing"),
-        ("wrong_types", "not a run-list page: runList.0.createTime: Value error, must be a string"),
+        (
+            "wrong_types",
+            "not a run-list page: runList.0.createTime: Input should be a valid string",
+        ),
         ("missing_fields", "not a run-list page: runList.0.projectId: Field required"),
         ("oversized", "over MAX_RESPONSE_BYTES (1048576)"),
     ],

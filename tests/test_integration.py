@@ -225,3 +225,29 @@ def test_plain_requests_to_the_simulator_need_a_signature(simulator: SimulatorSe
     response = requests.get(simulator.base_url + "/projects/runs", timeout=5)
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "Authentication Failed"
+
+
+def test_metrics_endpoint_serves_what_prometheus_client_would(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """The server's fast encoder is in use, and its output parses like the library's."""
+    simulator.sim.set_runs(population(50))
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--cache-seconds", "60"), env=exporter_env()
+    )
+    text = exporter.get().text
+    families = {f.name for f in text_string_to_metric_families(text)}
+    assert {"nsml_up", "nsml_runs", "nsml_run_age_seconds", "process_cpu_seconds"} <= families
+    assert text.index("# HELP nsml_up") < text.index("# HELP process_cpu_seconds_total")
+
+
+def test_simulator_fast_path_serves_the_same_page_as_its_reference_path() -> None:
+    import json as _json
+
+    from exporter.simulator import Simulator, generate_population
+
+    sim = Simulator("a", "s", generate_population(250, time.time(), future_rate=0))
+    for page in (1, 2, 3, 4):
+        fast = _json.loads(sim.run_list_bytes(page, 70))
+        assert fast == sim.run_list_page(page, 70, None)
+    assert _json.loads(sim.run_list_bytes(9, 70)) == {"runList": [], "totalCount": 250}

@@ -10,7 +10,7 @@ import pytest
 
 from exporter.client import NsmlClient
 from exporter.errors import InconsistentPagingError
-from tests.conftest import api_run, fake_session, make_settings
+from tests.conftest import FakeAPI, api_run, make_settings
 
 
 def paged(runs: list[dict[str, Any]], first: int = 1, total: int | None = None):  # type: ignore[no-untyped-def]
@@ -29,8 +29,8 @@ def runs_of(count: int, project: str = "p1") -> list[dict[str, Any]]:
 
 
 def fetch(handler: Any, **settings: Any) -> tuple[Any, Any]:
-    session, api = fake_session(handler)
-    client = NsmlClient(make_settings(**settings), session=session)
+    api = FakeAPI(handler)
+    client = NsmlClient(make_settings(**settings), transport=api)
     return client.fetch_runs(deadline=time.monotonic() + 30), api
 
 
@@ -132,8 +132,8 @@ def test_an_api_whose_total_keeps_growing_is_bounded() -> None:
             "totalCount": 20 + page * size,
         }
 
-    session, api = fake_session(handler)
-    client = NsmlClient(make_settings(page_size=10), session=session)
+    api = FakeAPI(handler)
+    client = NsmlClient(make_settings(page_size=10), transport=api)
     with pytest.raises(InconsistentPagingError):
         client.fetch_runs(deadline=time.monotonic() + 30)
     # The bound is derived from the first totalCount (3 pages -> at most 8), not followed forever.

@@ -6,7 +6,7 @@ import base64
 
 from exporter.client import NsmlClient
 from exporter.signing import signature, signed_headers
-from tests.conftest import ACCESS, SECRET, fake_session, load_fixture, make_settings
+from tests.conftest import ACCESS, SECRET, FakeAPI, load_fixture, make_settings
 
 
 def test_signature_matches_the_reference_worked_example() -> None:
@@ -45,9 +45,9 @@ def test_signed_headers_carry_timestamp_key_and_signature() -> None:
 
 
 def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> None:
-    session, api = fake_session(lambda page, size: (200, load_fixture("docs_example_page.json")))
+    api = FakeAPI(lambda page, size: (200, load_fixture("docs_example_page.json")))
     settings = make_settings(base_url="https://gw.example/nsml/v1", api_key="gw-key", page_size=50)
-    client = NsmlClient(settings, session=session)
+    client = NsmlClient(settings, transport=api)
     client.fetch_runs(deadline=1e18)
     request = api.calls[0]
     assert request.url == "https://gw.example/nsml/v1/projects/runs?page=1&pageSize=50"
@@ -60,6 +60,6 @@ def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> N
 
 
 def test_no_api_key_header_when_none_is_set() -> None:
-    session, api = fake_session(lambda page, size: (200, load_fixture("docs_example_page.json")))
-    NsmlClient(make_settings(), session=session).fetch_runs(deadline=1e18)
+    api = FakeAPI(lambda page, size: (200, load_fixture("docs_example_page.json")))
+    NsmlClient(make_settings(), transport=api).fetch_runs(deadline=1e18)
     assert "x-ncp-apigw-api-key" not in api.calls[0].headers

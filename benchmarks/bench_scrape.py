@@ -1,0 +1,284 @@
+"""Scrape benchmark: nsml-exporter against a naive baseline and the network floor, in one run.
+
+Starts the NSML simulator (its own process) with N runs and a fixed latency per page, then, for
+nsml-exporter (defaults: PAGE_SIZE 100, CONCURRENCY 4) and for the baseline in
+`naive_exporter.py`, each in its own process, measures: median scrape wall time, exporter CPU
+seconds per scrape, peak RSS, and the upstream requests made when 4 scrapers hit at once.
+
+    python benchmarks/bench_scrape.py                      # 10,000 runs, 50 ms per page
+    python benchmarks/bench_scrape.py --scale              # plus the 1k / 10k / 100k table
+    python benchmarks/bench_scrape.py --runs 2000 --scrapes 5
+
+The network floor is latency x (1 + ceil((pages - 1) / CONCURRENCY)): the first page alone, then
+the rest CONCURRENCY at a time. Nothing here asserts: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+ACCESS, SECRET = "bench-access", "bench-secret"
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime + stime, all threads
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} never answered")
+
+
+@dataclass
+class Simulator:
+    proc: subprocess.Popen[str]
+    base_url: str
+
+    @classmethod
+    def start(cls, runs: int, latency: float) -> Simulator:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter.simulator",
+                "--runs",
+                str(runs),
+                "--latency",
+                str(latency),
+                "--new-runs-per-minute",
+                "0",
+                "--access-key",
+                ACCESS,
+                "--secret-key",
+                SECRET,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        return cls(proc, proc.stdout.readline().strip())
+
+    def upstream_requests(self) -> int:
+        root = self.base_url.split("/nsml/")[0]
+        stats: dict[str, int] = requests.get(root + "/_sim/stats", timeout=5).json()
+        return stats.get("runs", 0)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@dataclass
+class Result:
+    name: str
+    wall: list[float]
+    cpu_per_scrape: float
+    peak_rss_mb: float
+    concurrent_upstream: int
+    up: bool
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.wall)
+
+
+def measure(name: str, command: list[str], port: int, sim: Simulator, scrapes: int) -> Result:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/healthz")
+        session = requests.Session()
+        body = session.get(url, timeout=120).text  # warm-up: imports, connection pools
+        cpu_before = cpu_seconds(proc.pid)
+        wall = []
+        for _ in range(scrapes):
+            started = time.perf_counter()
+            body = session.get(url, timeout=120).text
+            wall.append(time.perf_counter() - started)
+        cpu = (cpu_seconds(proc.pid) - cpu_before) / scrapes
+        before = sim.upstream_requests()
+        barrier = threading.Barrier(4)
+
+        def scrape() -> None:
+            barrier.wait()
+            requests.get(url, timeout=120)
+
+        threads = [threading.Thread(target=scrape) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        concurrent = sim.upstream_requests() - before
+        return Result(name, wall, cpu, peak_rss_mb(proc.pid), concurrent, "nsml_up 1" in body)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def ours(port: int, sim: Simulator, extra: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "exporter",
+        "--listen-address",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--base-url",
+        sim.base_url,
+        "--access-key",
+        ACCESS,
+        "--secret-key",
+        SECRET,
+        "--log-level",
+        "error",
+        *extra,
+    ]
+
+
+def baseline(port: int, sim: Simulator) -> list[str]:
+    return [
+        sys.executable,
+        str(HERE / "naive_exporter.py"),
+        str(port),
+        sim.base_url,
+        ACCESS,
+        SECRET,
+    ]
+
+
+def floor(runs: int, latency: float, page_size: int = 100, concurrency: int = 4) -> float:
+    pages = max(1, math.ceil(runs / page_size))
+    return latency * (1 + math.ceil((pages - 1) / concurrency))
+
+
+def compare(runs: int, latency: float, scrapes: int) -> dict[str, object]:
+    sim = Simulator.start(runs, latency)
+    try:
+        mine = measure("nsml-exporter", ours(port := free_port(), sim, []), port, sim, scrapes)
+        naive = measure(
+            "baseline", baseline(port := free_port(), sim), port, sim, max(3, scrapes // 2)
+        )
+    finally:
+        sim.stop()
+    net = floor(runs, latency)
+    rows = [
+        (
+            "median scrape wall time",
+            f"{mine.median:.3f} s",
+            f"{naive.median:.3f} s",
+            f"{net:.3f} s floor; ours {mine.median / net:.2f}x",
+        ),
+        (
+            "exporter CPU per scrape",
+            f"{mine.cpu_per_scrape:.3f} s",
+            f"{naive.cpu_per_scrape:.3f} s",
+            f"ours {mine.cpu_per_scrape / naive.cpu_per_scrape:.2f}x the baseline's",
+        ),
+        ("peak RSS", f"{mine.peak_rss_mb:.1f} MB", f"{naive.peak_rss_mb:.1f} MB", ""),
+        (
+            "upstream requests, 4 scrapers at once",
+            str(mine.concurrent_upstream),
+            str(naive.concurrent_upstream),
+            f"{math.ceil(runs / 100)} pages per collection",
+        ),
+        ("nsml_up", str(int(mine.up)), str(int(naive.up)), ""),
+    ]
+    print(f"\n{runs} runs, 100 per page, {latency * 1000:.0f} ms per page, {scrapes} scrapes\n")
+    print("| | nsml-exporter | baseline | |\n|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return {
+        "runs": runs,
+        "latency": latency,
+        "floor": net,
+        "ours": mine.__dict__,
+        "baseline": naive.__dict__,
+    }
+
+
+def scale(latency: float, scrapes: int) -> list[dict[str, object]]:
+    print(f"\nScale (nsml-exporter, {latency * 1000:.0f} ms per page)\n")
+    print("| runs | settings | median scrape | floor | CPU per scrape | peak RSS | nsml_up |")
+    print("|---|---|---|---|---|---|---|")
+    table = []
+    for runs, extra in (
+        (1_000, []),
+        (10_000, []),
+        (100_000, []),
+        (100_000, ["--page-size", "1000"]),
+        (100_000, ["--concurrency", "16", "--collect-timeout", "30"]),
+    ):
+        sim = Simulator.start(runs, latency)
+        try:
+            port = free_port()
+            result = measure("nsml-exporter", ours(port, sim, extra), port, sim, scrapes)
+        finally:
+            sim.stop()
+        size = int(extra[1]) if extra[:1] == ["--page-size"] else 100
+        conc = int(extra[1]) if extra[:1] == ["--concurrency"] else 4
+        net = floor(runs, latency, size, conc)
+        print(
+            f"| {runs:,} | {' '.join(extra) or 'defaults'} | {result.median:.3f} s | "
+            f"{net:.3f} s | {result.cpu_per_scrape:.3f} s | {result.peak_rss_mb:.1f} MB | "
+            f"{int(result.up)} |"
+        )
+        table.append({"runs": runs, "settings": extra, "floor": net, **result.__dict__})
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--scrapes", type=int, default=10)
+    parser.add_argument("--scale", action="store_true", help="also the 1k/10k/100k table")
+    parser.add_argument("--json", type=Path, help="write the raw figures here")
+    args = parser.parse_args()
+    results: dict[str, object] = {"compare": compare(args.runs, args.latency, args.scrapes)}
+    if args.scale:
+        results["scale"] = scale(args.latency, max(3, args.scrapes // 2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
