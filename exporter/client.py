@@ -254,9 +254,7 @@ class NsmlClient:
             assert response is not None
             body = self._read_body(response, page, deadline)
             code = str(response.status)
-            result = self._interpret(response, body, page)
-            response.release_conn()
-            return result
+            return self._interpret(response, body, page)
         except InvalidResponseError:
             code = "invalid"
             raise
@@ -269,8 +267,12 @@ class NsmlClient:
             ) from None
         except TimeoutError:
             code = "timeout"
+            if timeout < self._request_timeout:  # cut short by the collection's deadline
+                raise RequestTimeoutError(
+                    f"page {page}: COLLECT_TIMEOUT reached while waiting for it"
+                ) from None
             raise RequestTimeoutError(
-                f"page {page}: no answer within {timeout:.1f}s", retryable=True
+                f"page {page}: no answer within REQUEST_TIMEOUT ({timeout:g}s)", retryable=True
             ) from None
         except (ProtocolError, DecodeError) as error:
             raise ConnectionFailedError(
@@ -281,8 +283,11 @@ class NsmlClient:
                 f"page {page}: {_short_reason(error)}", retryable=True
             ) from None
         finally:
-            if response is not None and code in ("invalid", "timeout", "connection"):
-                response.close()  # never hand a half-read connection back to the pool
+            if response is not None:
+                if code in ("invalid", "timeout", "connection"):
+                    response.close()  # never hand a half-read connection back to the pool
+                else:
+                    response.release_conn()  # read to the end, error status or not: reuse it
             self._observe(code, time.monotonic() - started)
 
     def _interpret(self, response: Response, body: bytes, page: int) -> RunPage:

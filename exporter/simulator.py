@@ -322,7 +322,10 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (extra or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up on this page: nothing to tell
 
     def _error(self, status: int, details: str, extra: dict[str, str] | None = None) -> None:
         code, message = ERRORS.get(status, (900, "Unexpected Error"))
