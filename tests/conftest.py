@@ -162,6 +162,20 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
         proc.stop()
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m exporter ARGS` to completion, with only `env` for NSML_EXPORTER_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
+    clean.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+        check=False,
+    )
+
+
 def exporter_args_for(server: SimulatorServer, *extra: str) -> list[str]:
     return ["--base-url", server.base_url, "--access-key", ACCESS, *extra]
 

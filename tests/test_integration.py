@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from tests.conftest import (
     ExporterProcess,
     exporter_args_for,
     exporter_env,
+    run_cli,
     sim_run,
 )
 
@@ -157,30 +156,16 @@ def test_sigterm_exits_0_promptly(exporter_factory: Callable[..., ExporterProces
     assert "shutting down" in exporter.logs()
 
 
-def run_once(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
-    full.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", "--once", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=full,
-        check=False,
-    )
-
-
 def test_demo_once_prints_the_exposition_and_exits_0() -> None:
-    result = run_once("--demo")
+    result = run_cli("--once", "--demo")
     assert result.returncode == 0, result.stderr
     assert "nsml_up 1.0" in result.stdout
     assert sum(v for _, v in samples(result.stdout, "nsml_runs")) > 100
 
 
 def test_once_exits_1_when_the_collection_fails(tmp_path: Path) -> None:
-    result = run_once(
+    result = run_cli(
+        "--once",
         "--base-url",
         "http://127.0.0.1:9/nsml/v1",
         "--access-key",

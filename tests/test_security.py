@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from tests.conftest import (
     ExporterProcess,
     exporter_args_for,
     exporter_env,
+    run_cli,
     sim_run,
 )
 
@@ -242,19 +240,6 @@ def test_basic_auth_protects_everything_but_healthz(
     assert "nsml_up 1.0" in good.text or "NSML Exporter" in good.text
     health = requests.get(url + "/healthz", verify=str(pki["ca"]), timeout=5)
     assert (health.status_code, health.text) == (200, "ok\n")
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
-    clean.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=30,
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

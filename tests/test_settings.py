@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from exporter.errors import ConfigError
 from exporter.settings import load_settings, parse_args
-from tests.conftest import SECRET
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
-    clean.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        env=clean,
-        timeout=30,
-        check=False,
-    )
+from tests.conftest import SECRET, run_cli
 
 
 def test_defaults_match_the_contract() -> None:
