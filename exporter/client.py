@@ -204,6 +204,7 @@ class NsmlClient:
             int(time.time() * 1000),
         )
         headers["Accept"] = "application/json"
+        headers["Content-Type"] = "application/json"  # as in NCP's documented request
         headers["Accept-Encoding"] = "gzip"
         headers["User-Agent"] = f"nsml-exporter/{__version__}"
         if self._api_key is not None:

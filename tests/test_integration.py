@@ -236,3 +236,23 @@ def test_simulator_fast_path_serves_the_same_page_as_its_reference_path() -> Non
         fast = _json.loads(sim.run_list_bytes(page, 70))
         assert fast == sim.run_list_page(page, 70, None)
     assert _json.loads(sim.run_list_bytes(9, 70)) == {"runList": [], "totalCount": 250}
+
+
+def test_json_logs_are_one_object_per_line(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    import json as _json
+
+    simulator.sim.set_runs(population(20))
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--log-format", "json", "--log-level", "debug"),
+        env=exporter_env(),
+    )
+    exporter.get()
+    simulator.sim.secret_key = "rotated"  # a failure, so a warning is logged too
+    exporter.get()
+    time.sleep(0.1)
+    entries = [_json.loads(line) for line in exporter.logs().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "msg"} <= set(entries[0])
+    assert any(e["level"] == "warning" and "collection failed (auth)" in e["msg"] for e in entries)
+    assert any(e["level"] == "info" and "serving http://" in e["msg"] for e in entries)

@@ -57,6 +57,7 @@ def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> N
         SECRET, "GET", "/nsml/v1/projects/runs?page=1&pageSize=50", stamp, ACCESS
     )
     assert request.headers["x-ncp-apigw-api-key"] == "gw-key"
+    assert request.headers["Content-Type"] == "application/json"  # as the docs example sends
 
 
 def test_no_api_key_header_when_none_is_set() -> None:
