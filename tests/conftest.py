@@ -60,6 +60,20 @@ def sim_run(project_id: str, name: str, status: str, created: float, **kw: Any) 
     return SimRun(**base)
 
 
+def static_runs(count: int, projects: int = 5) -> list[SimRun]:
+    """`count` runs over `projects` projects, two in three in progress, frozen in their state."""
+    now = time.time()
+    return [
+        sim_run(
+            f"p{n % projects}",
+            str(n),
+            "RUN_STATE_IN_PROGRESS" if n % 3 else "RUN_STATE_COMPLETED",
+            created=float(int(now - 3600 - n)),
+        )
+        for n in range(count)
+    ]
+
+
 @pytest.fixture
 def simulator() -> Iterator[SimulatorServer]:
     server = SimulatorServer(Simulator(ACCESS, SECRET)).start()

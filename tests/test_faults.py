@@ -25,6 +25,7 @@ from tests.conftest import (
     exporter_env,
     sim_run,
     start_exporter,
+    static_runs,
 )
 
 COLLECT_TIMEOUT = 4.0
@@ -58,16 +59,7 @@ def value(
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    now = time.time()
-    runs = [
-        sim_run(
-            f"p{n % 3}",
-            str(n),
-            "RUN_STATE_IN_PROGRESS" if n % 4 else "RUN_STATE_COMPLETED",
-            created=float(int(now - 3600 - n)),
-        )
-        for n in range(RUNS)
-    ]
+    runs = static_runs(RUNS, projects=3)
     server = SimulatorServer(Simulator(ACCESS, SECRET, runs)).start()
     exporter = start_exporter(
         tmp_path_factory.mktemp("faults"),

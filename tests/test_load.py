@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from exporter.simulator import SimulatorServer
-from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, sim_run
+from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, static_runs
 
 
 def rss_kib(pid: int) -> int:
@@ -19,19 +19,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
-
-
-def static_runs(count: int) -> list:  # type: ignore[type-arg]
-    now = time.time()
-    return [
-        sim_run(
-            f"p{n % 5}",
-            str(n),
-            "RUN_STATE_IN_PROGRESS" if n % 3 else "RUN_STATE_COMPLETED",
-            created=float(int(now - 600 - n)),
-        )
-        for n in range(count)
-    ]
 
 
 def test_fifty_concurrent_scrapes_cost_one_upstream_collection(
