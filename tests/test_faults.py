@@ -356,9 +356,10 @@ def test_connection_refused(
 ) -> None:
     from tests.conftest import free_port
 
+    port = free_port()
     exporter = exporter_factory(
         "--base-url",
-        f"http://127.0.0.1:{free_port()}/nsml/v1",
+        f"http://127.0.0.1:{port}/nsml/v1",
         "--access-key",
         ACCESS,
         "--retries",
@@ -374,6 +375,14 @@ def test_connection_refused(
     assert value(values, "nsml_api_requests_total", code="connection") == 2
     assert "Connection refused" in exporter.logs()
     assert SECRET not in exporter.logs()
+    # The API comes up: the next scrape reads it.
+    server = SimulatorServer(Simulator(ACCESS, SECRET, static_runs(30)), port=port).start()
+    try:
+        recovered = scrape_values(exporter.get().text)
+    finally:
+        server.stop()
+    assert value(recovered, "nsml_up") == 1
+    assert sum(v for (n, _), v in recovered.items() if n == "nsml_runs") == 30
 
 
 def test_wrong_timezone_is_warned_once_naming_the_setting(
