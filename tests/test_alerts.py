@@ -12,28 +12,20 @@ from tests.conftest import require_binary
 RULES = Path(__file__).resolve().parent.parent / "prometheus"
 
 
-def test_rules_pass_promtool_check() -> None:
-    promtool = require_binary("promtool")
-    result = subprocess.run(
-        [promtool, "check", "rules", "nsml-exporter.rules.yml"],
-        cwd=RULES,
-        capture_output=True,
-        text=True,
-        check=False,
+def promtool(*args: str, cwd: Path = RULES) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [require_binary("promtool"), *args], cwd=cwd, capture_output=True, text=True, check=False
     )
+
+
+def test_rules_pass_promtool_check() -> None:
+    result = promtool("check", "rules", "nsml-exporter.rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_rule_unit_tests_pass() -> None:
-    promtool = require_binary("promtool")
-    result = subprocess.run(
-        [promtool, "test", "rules", "nsml-exporter.rules.test.yml"],
-        cwd=RULES,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = promtool("test", "rules", "nsml-exporter.rules.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -50,7 +42,6 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 
 def test_a_broken_rule_unit_test_fails(tmp_path: Path) -> None:
     """The unit tests can fail: expecting the exporter-down alert too early must not pass."""
-    promtool = require_binary("promtool")
     (tmp_path / "nsml-exporter.rules.yml").write_text(
         (RULES / "nsml-exporter.rules.yml").read_text()
     )
@@ -85,11 +76,5 @@ def test_a_broken_rule_unit_test_fails(tmp_path: Path) -> None:
             }
         )
     )
-    result = subprocess.run(
-        [promtool, "test", "rules", "t.yml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = promtool("test", "rules", "t.yml", cwd=tmp_path)
     assert result.returncode != 0

@@ -280,7 +280,7 @@ def test_a_body_that_trickles_past_the_deadline(stack: Stack) -> None:
         stack,
         reason="timeout",
         code="timeout",
-        hint="page 1",
+        hint="page 1: body still arriving at the deadline",
         break_it=set_fault(Fault("slow_body", seconds=20)),
         mend=clear_fault,
     )
