@@ -1,40 +1,29 @@
 """Signed, paginated access to the NSML run list.
 
-One urllib3 connection pool keeps connections alive (urllib3 directly: `requests` on top of it cost
-0.5 ms of CPU per page for features this client does not use). The first page gives
+Keep-alive connections come from `transport.HTTPTransport` (the standard library's http.client:
+`requests`, then urllib3, cost several times its CPU per page). The first page gives
 `totalCount`; the remaining pages are fetched `CONCURRENCY` at a time. Runs are deduplicated by
 (`projectId`, `runName`), and the pages are checked against each other and against `totalCount`
 so that an API that ignores `page`, pages forever, or lies about its size fails loudly
 (`inconsistent`) instead of silently serving wrong numbers. Every request is bounded by
 `REQUEST_TIMEOUT` and the collection deadline; retries back off with jitter, honour
-`Retry-After`, and never sleep past the deadline. Proxies come from the usual environment
-variables (`HTTPS_PROXY`, `NO_PROXY`), read once.
+`Retry-After`, and never sleep past the deadline.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import math
 import random
 import re
 import time
-import urllib.request
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
 from urllib.parse import urlsplit
-
-import urllib3
-from pydantic import ValidationError
-from urllib3.exceptions import (
-    DecodeError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    TimeoutError,
-)
 
 from . import __version__
 from .errors import (
@@ -47,9 +36,10 @@ from .errors import (
     RequestTimeoutError,
     ThrottledError,
 )
-from .models import RUN_PAGE, ApiErrorBody, RunPage, RunRecord, records_of
+from .models import DecodeFailed, RunPage, RunRecord, decode_error, decode_page
 from .settings import Settings
 from .signing import signed_headers
+from .transport import HTTPTransport, Response, Transport
 
 log = logging.getLogger(__name__)
 
@@ -61,36 +51,6 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 2.0
 CHUNK = 256 * 1024
-
-
-class Response(Protocol):
-    """The part of `urllib3.BaseHTTPResponse` the client uses."""
-
-    status: int
-    headers: Mapping[str, str]
-
-    def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes: ...
-
-    def release_conn(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Transport(Protocol):
-    """`urllib3.PoolManager` as far as the client needs it (tests pass a fake)."""
-
-    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any: ...
-
-    def clear(self) -> None: ...
-
-
-def make_transport(base_url: str, connections: int) -> Transport:
-    """A keep-alive pool for the API's host, through the environment's proxy if it names one."""
-    parts = urlsplit(base_url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        return urllib3.ProxyManager(proxy, num_pools=2, maxsize=connections, block=False)
-    return urllib3.PoolManager(num_pools=2, maxsize=connections, block=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +79,14 @@ def _no_observer(code: str, seconds: float) -> None:
 
 
 def _short_reason(error: BaseException) -> str:
-    """`[Errno 111] Connection refused` out of urllib3's long wrapped messages."""
+    """`[Errno 111] Connection refused`, `IncompleteRead`, `CERTIFICATE_VERIFY_FAILED ...`."""
     text = str(error)
     match = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
     if match:
         return match.group(0).strip()
-    for marker in (
-        "Connection reset",
-        "Connection aborted",
-        "RemoteDisconnected",
-        "IncompleteRead",
-    ):
-        if marker in text:
-            return marker
-    return type(error).__name__
+    if isinstance(error, http.client.HTTPException | zlib.error) or not text:
+        return type(error).__name__
+    return f"{type(error).__name__}: {text}"[:200]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -148,19 +102,14 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-def _clock_skew(headers: Mapping[str, str]) -> float | None:
+def _clock_skew(date: str | None) -> float | None:
     """Server clock minus ours, from the `Date` header, when it is there."""
-    try:
-        return parsedate_to_datetime(headers["Date"]).timestamp() - time.time()
-    except (KeyError, TypeError, ValueError):
+    if not date:
         return None
-
-
-def _validation_summary(error: ValidationError) -> str:
-    first = error.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+    try:
+        return parsedate_to_datetime(date).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None
 
 
 class NsmlClient:
@@ -183,15 +132,13 @@ class NsmlClient:
         self._retries = settings.retries
         self._max_bytes = settings.max_response_bytes
         self._observe = observe
-        base = urlsplit(settings.base_url)
-        self._origin = f"{base.scheme}://{base.netloc}"
-        self._base_path = base.path.rstrip("/")
-        self._http = transport or make_transport(settings.base_url, settings.concurrency + 1)
+        self._base_path = urlsplit(settings.base_url).path.rstrip("/")
+        self._http = transport or HTTPTransport(settings.base_url, settings.concurrency + 1)
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-page")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._http.clear()
+        self._http.close()
 
     # -- one request -------------------------------------------------------------------------
 
@@ -212,7 +159,7 @@ class NsmlClient:
         return headers
 
     def _read_body(self, response: Response, page: int, deadline: float) -> bytes:
-        declared = response.headers.get("Content-Length", "")
+        declared = response.header("Content-Length") or ""
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise InvalidResponseError(
                 f"page {page}: response of {declared} bytes is over MAX_RESPONSE_BYTES "
@@ -222,7 +169,7 @@ class NsmlClient:
         size = 0
         # read1 returns whatever has arrived, so a body trickling in byte by byte still meets
         # the deadline check (a plain read would block until the whole body had come).
-        while chunk := response.read1(CHUNK, decode_content=True):
+        while chunk := response.read1(CHUNK):
             size += len(chunk)
             if size > self._max_bytes:
                 raise InvalidResponseError(
@@ -243,16 +190,7 @@ class NsmlClient:
         code = "connection"
         response: Response | None = None
         try:
-            response = self._http.urlopen(
-                "GET",
-                self._origin + uri,
-                headers=self._headers(uri),
-                timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                retries=False,
-                redirect=False,
-                preload_content=False,
-            )
-            assert response is not None
+            response = self._http.get(uri, self._headers(uri), timeout)
             body = self._read_body(response, page, deadline)
             code = str(response.status)
             return self._interpret(response, body, page)
@@ -262,10 +200,6 @@ class NsmlClient:
         except RequestTimeoutError:
             code = "timeout"
             raise
-        except NewConnectionError as error:  # before TimeoutError: urllib3 derives it from one
-            raise ConnectionFailedError(
-                f"page {page}: {_short_reason(error)}", retryable=True
-            ) from None
         except TimeoutError:
             code = "timeout"
             if timeout < self._request_timeout:  # cut short by the collection's deadline
@@ -275,35 +209,37 @@ class NsmlClient:
             raise RequestTimeoutError(
                 f"page {page}: no answer within REQUEST_TIMEOUT ({timeout:g}s)", retryable=True
             ) from None
-        except (ProtocolError, DecodeError) as error:
+        except (
+            http.client.HTTPException,  # IncompleteRead, RemoteDisconnected, BadStatusLine, ...
+            ConnectionResetError,
+            ConnectionAbortedError,
+            BrokenPipeError,
+            zlib.error,
+        ) as error:
             raise ConnectionFailedError(
                 f"page {page}: connection broke ({_short_reason(error)})", retryable=True
             ) from None
-        except (HTTPError, OSError) as error:
+        except OSError as error:  # refused, DNS, TLS, unreachable
             raise ConnectionFailedError(
                 f"page {page}: {_short_reason(error)}", retryable=True
             ) from None
         finally:
             if response is not None:
-                if code in ("invalid", "timeout", "connection"):
-                    response.close()  # never hand a half-read connection back to the pool
-                else:
-                    response.release_conn()  # read to the end, error status or not: reuse it
+                # Read to the end, error status or not: reuse it. Never reuse a half-read one.
+                response.finish(reuse=code not in ("invalid", "timeout", "connection"))
             self._observe(code, time.monotonic() - started)
 
     def _interpret(self, response: Response, body: bytes, page: int) -> RunPage:
         status = response.status
         if 200 <= status < 300:
             try:
-                return RUN_PAGE.validate_json(body)
-            except ValidationError as error:
-                raise InvalidResponseError(
-                    f"page {page}: not a run-list page: {_validation_summary(error)}"
-                ) from None
+                return decode_page(body)
+            except DecodeFailed as error:
+                raise InvalidResponseError(f"page {page}: not a run-list page: {error}") from None
         what = f"page {page}: HTTP {status}{self._api_error(body)}"
-        retry_after = _retry_after(response.headers.get("Retry-After"))
+        retry_after = _retry_after(response.header("Retry-After"))
         if status in (401, 403):
-            skew = _clock_skew(response.headers)
+            skew = _clock_skew(response.header("Date"))
             if skew is not None and abs(skew) > 60:
                 what += (
                     f"; the local clock is {-skew:+.0f}s off the API's: signatures are "
@@ -317,8 +253,8 @@ class NsmlClient:
     @staticmethod
     def _api_error(body: bytes) -> str:
         try:
-            detail = ApiErrorBody.model_validate_json(body).error
-        except ValidationError:
+            detail = decode_error(body)
+        except DecodeFailed:
             return ""
         text = f" {detail.message} (errorCode {detail.error_code})"
         if detail.details:
@@ -331,7 +267,7 @@ class NsmlClient:
         while True:
             try:
                 validated = self._request_page(page, deadline)
-                return Page(validated["totalCount"], records_of(validated["runList"]))
+                return Page(validated.total_count, validated.run_list)
             except CollectionError as error:
                 if not error.retryable or attempt >= self._retries:
                     raise

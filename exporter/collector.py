@@ -246,7 +246,7 @@ class NsmlCollector(Collector):
                 timed.append(
                     (run, to_timestamp(run.create_time, zone), to_timestamp(run.update_time, zone))
                 )
-            except ValueError:
+            except (ValueError, OverflowError):  # a year the platform cannot convert
                 raise InvalidResponseError(
                     f"run {run.run_name} of project {run.project_id}: createTime/updateTime "
                     "is not a valid date and time"

@@ -424,11 +424,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             step = max(1, len(body) // 100)
-            for start in range(0, len(body), step):
-                if self.server.stopping.wait(fault.seconds / 100):
-                    break
-                self.wfile.write(body[start : start + step])
-                self.wfile.flush()
+            try:
+                for start in range(0, len(body), step):
+                    if self.server.stopping.wait(fault.seconds / 100):
+                        break
+                    self.wfile.write(body[start : start + step])
+                    self.wfile.flush()
+            except OSError:
+                pass  # the client gave up at its deadline, as it should
             self.close_connection = True
         else:
             return False

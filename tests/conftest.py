@@ -216,36 +216,48 @@ class Call:
         return int(parse_qs(urlsplit(self.url).query)["page"][0])
 
 
+class FakeResponse:
+    """An answer from `FakeAPI`, read like the real transport's."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        import io
+
+        self.status = status
+        self._body = io.BytesIO(body)
+        self._headers = {"content-type": "application/json", "content-length": str(len(body))}
+        self.finished: bool | None = None
+
+    def header(self, name: str) -> str | None:
+        return self._headers.get(name.lower())
+
+    def read1(self, amt: int) -> bytes:
+        return self._body.read1(amt)
+
+    def finish(self, reuse: bool) -> None:
+        self.finished = reuse
+
+
 class FakeAPI:
-    """A urllib3-like transport that answers `GET .../projects/runs` from a Python function.
+    """A transport that answers `GET .../projects/runs` from a Python function.
 
     The function gets (page, pageSize) and returns (status, body); bodies are JSON-encoded unless
-    they are bytes. Every request is recorded, headers included. Responses are real
-    `urllib3.HTTPResponse` objects over the body bytes.
+    they are bytes. Every request is recorded, headers included.
     """
 
     def __init__(self, handler: PageHandler) -> None:
         self.handler = handler
         self.calls: list[Call] = []
 
-    def urlopen(self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
-        import io
+    def get(self, uri: str, headers: dict[str, str], timeout: float) -> FakeResponse:
         from urllib.parse import parse_qs, urlsplit
 
-        import urllib3
-
-        self.calls.append(Call(url, dict(kw.get("headers") or {})))
-        query = parse_qs(urlsplit(url).query)
+        self.calls.append(Call(uri, dict(headers)))
+        query = parse_qs(urlsplit(uri).query)
         status, body = self.handler(int(query["page"][0]), int(query["pageSize"][0]))
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return urllib3.HTTPResponse(
-            body=io.BytesIO(raw),
-            status=status,
-            preload_content=False,
-            headers={"Content-Type": "application/json", "Content-Length": str(len(raw))},
-        )
+        return FakeResponse(status, raw)
 
-    def clear(self) -> None:
+    def close(self) -> None:
         return None
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.client import NsmlClient, RunList
 from exporter.collector import NsmlCollector, Stats
 from exporter.errors import HTTPStatusError
-from exporter.models import RUN_PAGE, RunRecord
+from exporter.models import decode_page
 from tests.conftest import FakeAPI, api_run, load_fixture, make_settings
 
 KST = ZoneInfo("Asia/Seoul")
@@ -22,9 +23,8 @@ NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
 
 
 def run_list(runs: list[dict[str, Any]]) -> RunList:
-    page = RUN_PAGE.validate_python({"runList": runs, "totalCount": len(runs)})
-    records = [RunRecord.of(r) for r in page["runList"]]
-    return RunList({(r.project_id, r.run_name): r for r in records}, len(runs), 1)
+    page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
+    return RunList({(r.project_id, r.run_name): r for r in page.run_list}, len(runs), 1)
 
 
 def scrape(runs: list[dict[str, Any]] | RunList, **settings: Any) -> CollectorRegistry:
@@ -151,6 +151,35 @@ def test_timezone_setting_changes_the_instant() -> None:
     }
     # 10:00 UTC is 19:00 KST, seven hours after NOW (12:00 KST): a negative age, which is logged.
     assert value(registry, "nsml_run_age_seconds", **labels) == -7 * 3600
+
+
+def test_times_across_a_dst_change_and_with_offsets() -> None:
+    """Wall times in a zone with DST, a repeated hour, and times that carry their own offset."""
+    new_york = ZoneInfo("America/New_York")
+    cases = {
+        "before": ("2024-03-10 01:30:00", datetime(2024, 3, 10, 1, 30, tzinfo=new_york)),
+        "after": ("2024-03-10 03:30:00", datetime(2024, 3, 10, 3, 30, tzinfo=new_york)),
+        # 01:30 happens twice on 3 November: the earlier (EDT) one is meant.
+        "repeated": ("2024-11-03 01:30:00", datetime(2024, 11, 3, 5, 30, tzinfo=ZoneInfo("UTC"))),
+        "offset": ("2024-09-03T10:00:00+09:00", datetime(2024, 9, 3, 1, 0, tzinfo=ZoneInfo("UTC"))),
+        "zulu": ("2024-09-03T01:00:00.5Z", datetime(2024, 9, 3, 1, 0, 0, 500000, ZoneInfo("UTC"))),
+    }
+    runs = [
+        api_run("p1", name, "RUN_STATE_IN_PROGRESS", created=text)
+        for name, (text, _) in cases.items()
+    ]
+    registry = scrape(runs, timezone="America/New_York")
+    for name, (_, expected) in cases.items():
+        labels = {
+            "project_id": "p1",
+            "project": "name-p1",
+            "run": name,
+            "run_type": "NOTEBOOK",
+            "status": "RUN_STATE_IN_PROGRESS",
+            "creator": "ncp-user-1",
+        }
+        got = value(registry, "nsml_run_created_timestamp_seconds", **labels)
+        assert got == expected.timestamp(), name
 
 
 def test_negative_age_is_logged_once_naming_the_setting(caplog: pytest.LogCaptureFixture) -> None:

@@ -289,13 +289,16 @@ def test_a_body_that_trickles_past_the_deadline(stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("kind", "hint"),
     [
-        ("html", "not a run-list page: body: Invalid JSON"),
-        ("truncated", "not a run-list page: body: Invalid JSON: EOF while parsing"),
+        ("html", "not a run-list page: JSON is malformed: invalid character (byte 0)"),
+        ("truncated", "not a run-list page: Input data was truncated"),
         (
             "wrong_types",
-            "not a run-list page: runList.0.createTime: Input should be a valid string",
+            "not a run-list page: Expected `datetime`, got `int` - at `$.runList[0].createTime`",
         ),
-        ("missing_fields", "not a run-list page: runList.0.projectId: Field required"),
+        (
+            "missing_fields",
+            "not a run-list page: Object missing required field `projectId` - at `$.runList[0]`",
+        ),
         ("oversized", "over MAX_RESPONSE_BYTES (1048576)"),
     ],
 )

@@ -50,7 +50,7 @@ def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> N
     client = NsmlClient(settings, transport=api)
     client.fetch_runs(deadline=1e18)
     request = api.calls[0]
-    assert request.url == "https://gw.example/nsml/v1/projects/runs?page=1&pageSize=50"
+    assert request.url == "/nsml/v1/projects/runs?page=1&pageSize=50"
     stamp = request.headers["x-ncp-apigw-timestamp"]
     assert request.headers["x-ncp-iam-access-key"] == ACCESS
     assert request.headers["x-ncp-apigw-signature-v2"] == signature(

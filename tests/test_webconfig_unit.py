@@ -6,10 +6,9 @@ import base64
 
 import bcrypt
 import pytest
-import urllib3
 
 from exporter import webconfig
-from exporter.client import make_transport
+from exporter.transport import HTTPTransport
 from exporter.webconfig import BasicAuth
 
 
@@ -59,9 +58,8 @@ def test_proxy_from_the_environment_unless_no_proxy(monkeypatch: pytest.MonkeyPa
     for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)  # lower case wins in urllib: clear both
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    proxied = make_transport("https://nsml.apigw.ntruss.com/nsml/v1", 5)
-    assert isinstance(proxied, urllib3.ProxyManager)
-    assert proxied.proxy is not None and proxied.proxy.host == "proxy.internal"
+    proxied = HTTPTransport("https://nsml.apigw.ntruss.com/nsml/v1", 5)
+    assert proxied.proxy == "http://proxy.internal:3128"
     monkeypatch.setenv("NO_PROXY", "ntruss.com")
-    direct = make_transport("https://nsml.apigw.ntruss.com/nsml/v1", 5)
-    assert not isinstance(direct, urllib3.ProxyManager)
+    direct = HTTPTransport("https://nsml.apigw.ntruss.com/nsml/v1", 5)
+    assert direct.proxy is None
