@@ -7,9 +7,13 @@ notebooks and trainings, several creators, statuses beyond the documented two, r
 run, and then complete, fail or are stopped as time passes. Times are naive `YYYY-MM-DD HH:MM:SS`
 in the simulator's zone (KST by default), newest run first.
 
+It can answer the way gateways and load balancers do: gzip when the client accepts it, chunked
+bodies, and keep-alive connections closed without notice after a few requests.
+
 For tests it can be told to misbehave (`Fault`): an HTTP error with or without `Retry-After`, a
 page that never answers, HTML, truncated JSON, wrong types, missing fields, an oversized body, a
-connection reset mid-body, and paging that ignores `page`, never ends, or lies about `totalCount`.
+gzip bomb, a connection reset mid-body, and paging that ignores `page`, never ends, or lies about
+`totalCount`.
 
 Run it alone with `python -m exporter.simulator --help`.
 """
@@ -18,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import gzip
 import hmac
 import json
 import random
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -143,8 +149,8 @@ def generate_population(
 class Fault:
     """A misbehaviour. `pages`: only these page numbers (None: all); `times`: then recover."""
 
-    kind: str  # status, hang, html, truncated, wrong_types, missing_fields, oversized, reset,
-    # ignore_page, forever, total_high, total_low, slow_body
+    kind: str  # status, hang, html, truncated, wrong_types, missing_fields, oversized,
+    # gzip_bomb, reset, ignore_page, forever, total_high, total_low, slow_body
     status: int = 500
     retry_after: str | None = None
     pages: set[int] | None = None
@@ -176,6 +182,12 @@ class Simulator:
     latency: float = 0.0
     clock_offset: float = 0.0
     fault: Fault | None = None
+    #: gzip bodies for clients that accept it; chunked bodies; close a keep-alive connection,
+    #: unannounced, after this many requests (0: never).
+    gzip: bool = False
+    chunked: bool = False
+    close_after: int = 0
+    #: "all", "runs" (run-list pages served), status codes, "connections", "gzip".
     requests: Counter[str] = field(default_factory=Counter)
     #: Signatures received (newest last), so tests can check none of them is ever logged.
     signatures: list[str] = field(default_factory=list)
@@ -309,6 +321,11 @@ class _Handler(BaseHTTPRequestHandler):
     def date_time_string(self, timestamp: float | None = None) -> str:
         return formatdate(self.server.sim.now() if timestamp is None else timestamp, usegmt=True)
 
+    def setup(self) -> None:
+        super().setup()
+        self.served = 0
+        self.server.sim.count("connections")
+
     def _send(
         self,
         status: int,
@@ -316,16 +333,33 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str = "application/json",
         extra: dict[str, str] | None = None,
     ) -> None:
+        sim = self.server.sim
+        headers = dict(extra or {})
+        accepts = "gzip" in self.headers.get("Accept-Encoding", "")
+        if sim.gzip and accepts and "Content-Encoding" not in headers:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+            sim.count("gzip")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (extra or {}).items():
+        if sim.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
+        if sim.chunked:  # uneven chunks, so that no chunk boundary falls where it is expected
+            pieces = [body[i : i + 3001] for i in range(0, len(body), 3001)]
+            body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+            body += b"0\r\n\r\n"
         try:
             self.wfile.write(body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up on this page: nothing to tell
+        self.served += 1
+        if sim.close_after and self.served >= sim.close_after:
+            self.close_connection = True  # as an idle timeout or a balancer would: no notice
 
     def _error(self, status: int, details: str, extra: dict[str, str] | None = None) -> None:
         code, message = ERRORS.get(status, (900, "Unexpected Error"))
@@ -406,6 +440,9 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
             self.close_connection = True
+        elif kind == "gzip_bomb":  # 64 KiB on the wire, `size` bytes once decompressed
+            body = gzip.compress(b" " * fault.size, compresslevel=9)
+            self._send(200, body, extra={"Content-Encoding": "gzip"})
         elif kind == "reset":
             body = json.dumps(self.server.sim.run_list_page(page, 100, None)).encode()
             self.send_response(200)
@@ -442,16 +479,26 @@ class SimulatorServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, sim: Simulator, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.sim = sim
         self.stopping = threading.Event()
         super().__init__((host, port), _Handler)
+        self._scheme = "http"
+        if tls is not None:  # HTTPS, as the real gateway serves
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}{BASE_PATH}"
+        return f"{self._scheme}://{host!s}:{port}{BASE_PATH}"
 
     def start(self) -> SimulatorServer:
         self._thread = threading.Thread(
@@ -492,6 +539,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--access-key", required=True)
     parser.add_argument("--secret-key", required=True)
     parser.add_argument("--api-key")
+    parser.add_argument("--gzip", action="store_true", help="gzip bodies when the client accepts")
+    parser.add_argument("--chunked", action="store_true", help="chunked transfer encoding")
     args = parser.parse_args(argv)
     now = time.time()
     population = generate_population(
@@ -505,6 +554,8 @@ def main(argv: list[str] | None = None) -> None:
         zone=args.timezone,
         first_page=args.first_page,
         latency=args.latency,
+        gzip=args.gzip,
+        chunked=args.chunked,
     )
     server = SimulatorServer(sim, args.host, args.port)
     print(server.base_url, flush=True)

@@ -157,14 +157,15 @@ class HTTPTransport:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         return conn
 
-    def _take(self, timeout: float) -> http.client.HTTPConnection:
+    def _take(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection, and whether it has been used before."""
         while True:
             try:
                 conn = self._idle.pop()  # the most recently used: the likeliest still open
             except IndexError:
-                return self._new(timeout)
+                return self._new(timeout), False
             if not _dropped(conn):
-                return conn
+                return conn, True
             conn.close()
 
     def put(self, conn: http.client.HTTPConnection) -> None:
@@ -174,18 +175,36 @@ class HTTPTransport:
             conn.close()
 
     def get(self, uri: str, headers: dict[str, str], timeout: float) -> Response:
-        conn = self._take(timeout)
-        conn.timeout = timeout  # for connect, when it is not connected yet
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)  # each read
         if self._extra:
             headers = {**headers, **self._extra}
+        conn, reused = self._take(timeout)
         try:
-            conn.request("GET", self._prefix + uri, headers=headers)
-            return _Answer(self, conn, conn.getresponse())
+            return self._exchange(conn, uri, headers, timeout)
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            # RemoteDisconnected is a ConnectionResetError. A kept-alive connection the server
+            # closed just as we reused it (the check above cannot see a close still in flight):
+            # nothing was answered, so ask once more on a new connection, as browsers and Go do.
+            conn.close()
+            if not reused:
+                raise
         except BaseException:
             conn.close()
             raise
+        conn = self._new(timeout)
+        try:
+            return self._exchange(conn, uri, headers, timeout)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _exchange(
+        self, conn: http.client.HTTPConnection, uri: str, headers: dict[str, str], timeout: float
+    ) -> Response:
+        conn.timeout = timeout  # for connect, when it is not connected yet
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)  # each read
+        conn.request("GET", self._prefix + uri, headers=headers)
+        return _Answer(self, conn, conn.getresponse())
 
     def close(self) -> None:
         while self._idle:

@@ -300,6 +300,7 @@ def test_a_body_that_trickles_past_the_deadline(stack: Stack) -> None:
             "not a run-list page: Object missing required field `projectId` - at `$.runList[0]`",
         ),
         ("oversized", "over MAX_RESPONSE_BYTES (1048576)"),
+        ("gzip_bomb", "page 1: response is over MAX_RESPONSE_BYTES (1048576)"),
     ],
 )
 def test_unusable_2xx_bodies(stack: Stack, kind: str, hint: str) -> None:

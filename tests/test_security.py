@@ -5,8 +5,6 @@ Certificates are made in the test (no private key is checked in) and real HTTPS 
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +14,6 @@ import bcrypt
 import pytest
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from exporter.simulator import Fault, SimulatorServer
 from tests.conftest import (
@@ -31,68 +25,6 @@ from tests.conftest import (
     run_cli,
     sim_run,
 )
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def _issue(
-    common: str,
-    issuer: x509.Name,
-    signer: Any,
-    public: Any,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common))
-        .issuer_name(issuer)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
-    return builder.sign(signer, hashes.SHA256())
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1, and a client certificate."""
-    folder = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _issue("test CA", _name("test CA"), ca_key, ca_key.public_key(), ca=True)
-    paths = {"ca": folder / "ca.crt"}
-    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for role in ("server", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(role, ca.subject, ca_key, key.public_key(), server=role == "server")
-        paths[f"{role}_crt"] = folder / f"{role}.crt"
-        paths[f"{role}_key"] = folder / f"{role}.key"
-        paths[f"{role}_crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(key, paths[f"{role}_key"])
-    return paths
 
 
 def web_config(tmp_path: Path, config: dict[str, Any]) -> str:

@@ -1,0 +1,243 @@
+"""The HTTP transport over real sockets: gzip, chunked bodies, keep-alive, connections the server
+drops, TLS, and proxies (a plain forward proxy and a CONNECT tunnel, both with credentials)."""
+
+from __future__ import annotations
+
+import base64
+import select
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from exporter.client import NsmlClient, RunList
+from exporter.errors import ConnectionFailedError
+from exporter.simulator import Simulator, SimulatorServer
+from exporter.transport import HTTPTransport
+from tests.conftest import ACCESS, SECRET, make_settings, static_runs
+
+RUNS = 700
+PAGE = 40  # 18 pages
+
+
+def expected_keys() -> set[tuple[str, str]]:
+    return {(run.project_id, run.run_name) for run in static_runs(RUNS)}
+
+
+def fetch(base_url: str, transport: HTTPTransport | None = None, **settings: object) -> RunList:
+    values: dict[str, object] = {"base_url": base_url, "page_size": PAGE, "retries": 0}
+    client = NsmlClient(make_settings(**{**values, **settings}), transport=transport)
+    try:
+        return client.fetch_runs(deadline=time.monotonic() + 20)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def populated(simulator: SimulatorServer) -> SimulatorServer:
+    simulator.sim.set_runs(static_runs(RUNS))
+    return simulator
+
+
+@pytest.mark.parametrize(
+    ("gzip", "chunked"), [(False, False), (True, False), (False, True), (True, True)]
+)
+def test_every_body_encoding_reads_every_run(
+    populated: SimulatorServer, gzip: bool, chunked: bool
+) -> None:
+    populated.sim.gzip, populated.sim.chunked = gzip, chunked
+    result = fetch(populated.base_url)
+    assert set(result.runs) == expected_keys()
+    assert populated.sim.requests["gzip"] == (18 if gzip else 0)
+
+
+def test_connections_are_kept_alive_across_pages_and_scrapes(populated: SimulatorServer) -> None:
+    client = NsmlClient(make_settings(base_url=populated.base_url, page_size=PAGE, concurrency=4))
+    try:
+        for _ in range(3):
+            assert len(client.fetch_runs(deadline=time.monotonic() + 20).runs) == RUNS
+    finally:
+        client.close()
+    assert populated.sim.requests["runs"] == 3 * 18
+    assert populated.sim.requests["connections"] <= 5  # CONCURRENCY + the scrape's own
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed(
+    populated: SimulatorServer,
+) -> None:
+    populated.sim.close_after = 1  # every connection closed, unannounced, after one answer
+    transport = HTTPTransport(populated.base_url, 2)
+    client = NsmlClient(make_settings(base_url=populated.base_url), transport=transport)
+    for _ in range(3):
+        client.get_page(1, time.monotonic() + 5)
+        time.sleep(0.2)  # the FIN arrives while the connection sits in the pool
+    assert populated.sim.requests["connections"] == 3
+    assert populated.sim.requests["runs"] == 3  # no failed attempt, no retry
+
+
+def test_a_server_that_closes_connections_often_still_gives_every_run(
+    populated: SimulatorServer,
+) -> None:
+    populated.sim.close_after = 2
+    result = fetch(populated.base_url)  # no retries: any failed page would fail the read
+    assert set(result.runs) == expected_keys()
+    assert populated.sim.requests["runs"] == 18
+    assert populated.sim.requests["connections"] >= 9
+
+
+# -- TLS and proxies -----------------------------------------------------------------------------
+
+
+class ForwardProxy(socketserver.ThreadingTCPServer):
+    """A small HTTP proxy: CONNECT tunnels, and absolute-form GETs forwarded one per connection.
+
+    Records what it was asked: (method, target, Proxy-Authorization).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+        self.seen: list[tuple[str, str, str | None]] = []
+
+    @property
+    def port(self) -> int:
+        port: int = self.server_address[1]
+        return port
+
+
+class _ProxyHandler(socketserver.StreamRequestHandler):
+    server: ForwardProxy
+
+    def handle(self) -> None:
+        request_line = self.rfile.readline().decode("latin-1").strip()
+        if not request_line:
+            return
+        headers: list[tuple[str, str]] = []
+        while (line := self.rfile.readline().decode("latin-1").strip()) != "":
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        method, target, _ = request_line.split(" ", 2)
+        auth = next((v for k, v in headers if k.lower() == "proxy-authorization"), None)
+        self.server.seen.append((method, target, auth))
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            upstream = socket.create_connection((host, int(port)))
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self._relay(upstream)
+            return
+        parts = urlsplit(target)
+        upstream = socket.create_connection((parts.hostname or "", parts.port or 80))
+        hop_by_hop = ("proxy-authorization", "connection")
+        kept = [(k, v) for k, v in headers if k.lower() not in hop_by_hop]
+        lines = [f"{method} {parts.path}?{parts.query} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in kept] + ["Connection: close", "", ""]
+        upstream.sendall("\r\n".join(lines).encode("latin-1"))
+        while data := upstream.recv(65536):
+            self.wfile.write(data)
+        upstream.close()
+
+    def _relay(self, upstream: socket.socket) -> None:
+        ends = [self.connection, upstream]
+        try:
+            while True:
+                readable, _, _ = select.select(ends, [], [], 10)
+                if not readable:
+                    return
+                for end in readable:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    (upstream if end is self.connection else self.connection).sendall(data)
+        except OSError:
+            return
+        finally:
+            upstream.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    server = ForwardProxy()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def https_simulator(pki: dict[str, Path]) -> Iterator[SimulatorServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki["server_crt"], pki["server_key"])
+    server = SimulatorServer(Simulator(ACCESS, SECRET, static_runs(RUNS)), tls=context).start()
+    yield server
+    server.stop()
+
+
+def trusting(pki: dict[str, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(pki["ca"]))
+
+
+CREDENTIALS = "Basic " + base64.b64encode(b"proxy-user:p@ss word").decode()
+
+
+def test_http_api_through_a_forward_proxy_with_credentials(
+    populated: SimulatorServer, proxy: ForwardProxy, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", f"http://proxy-user:p%40ss%20word@127.0.0.1:{proxy.port}")
+    result = fetch(populated.base_url)
+    assert set(result.runs) == expected_keys()
+    origin = populated.base_url.removesuffix("/nsml/v1")
+    assert len(proxy.seen) == 18
+    for method, target, auth in proxy.seen:
+        assert method == "GET"
+        assert target.startswith(origin + "/nsml/v1/projects/runs?page=")
+        assert auth == CREDENTIALS
+
+
+def test_https_api_through_a_connect_tunnel(
+    https_simulator: SimulatorServer,
+    proxy: ForwardProxy,
+    no_proxy_env: pytest.MonkeyPatch,
+    pki: dict[str, Path],
+) -> None:
+    no_proxy_env.setenv("HTTPS_PROXY", f"http://proxy-user:p%40ss%20word@127.0.0.1:{proxy.port}")
+    base = https_simulator.base_url
+    result = fetch(base, HTTPTransport(base, 5, context=trusting(pki)), concurrency=4)
+    assert set(result.runs) == expected_keys()
+    tunnels = [(target, auth) for method, target, auth in proxy.seen if method == "CONNECT"]
+    assert len(tunnels) == len(proxy.seen) <= 5  # kept alive through the tunnel
+    assert {target for target, _ in tunnels} == {urlsplit(base).netloc}
+    assert {auth for _, auth in tunnels} == {CREDENTIALS}
+
+
+def test_no_proxy_goes_direct(
+    populated: SimulatorServer, proxy: ForwardProxy, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
+    assert len(fetch(populated.base_url).runs) == RUNS
+    assert proxy.seen == []
+
+
+def test_an_untrusted_api_certificate_is_refused_and_says_so(
+    https_simulator: SimulatorServer, no_proxy_env: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ConnectionFailedError, match="CERTIFICATE_VERIFY_FAILED"):
+        fetch(https_simulator.base_url)
+    assert https_simulator.sim.requests["runs"] == 0
