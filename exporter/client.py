@@ -17,12 +17,14 @@ import logging
 import math
 import random
 import re
+import threading
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from operator import attrgetter
 from urllib.parse import urlsplit
 
 from . import __version__
@@ -44,6 +46,8 @@ from .transport import HTTPTransport, Response, Transport
 log = logging.getLogger(__name__)
 
 RunKey = tuple[str, str]
+#: A run's identity, (projectId, runName).
+_key: Callable[[RunRecord], RunKey] = attrgetter("project_id", "run_name")
 #: Called once per HTTP attempt with the outcome code ("200", "429", "timeout", ...) and seconds.
 RequestObserver = Callable[[str, float], None]
 
@@ -62,7 +66,7 @@ class Page:
 
     @property
     def keys(self) -> list[RunKey]:
-        return [(run.project_id, run.run_name) for run in self.runs]
+        return list(map(_key, self.runs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,7 @@ class NsmlClient:
         self._observe = observe
         self._base_path = urlsplit(settings.base_url).path.rstrip("/")
         self._http = transport or HTTPTransport(settings.base_url, settings.concurrency + 1)
+        self._concurrency = settings.concurrency
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-page")
 
     def close(self) -> None:
@@ -292,26 +297,47 @@ class NsmlClient:
     # -- the whole list ----------------------------------------------------------------------
 
     def _fetch_many(self, pages: range, deadline: float) -> dict[int, Page]:
+        """`pages`, `CONCURRENCY` at a time: each worker takes the next page number until none is
+        left or one has failed (one task per worker, not per page: a future per page cost more
+        CPU than the page's request). Returns as soon as a page fails."""
         if not pages:
             return {}
-        futures: dict[Future[Page], int] = {
-            self._pool.submit(self.get_page, number, deadline): number for number in pages
-        }
-        done, pending = wait(
-            futures,
-            timeout=max(0.0, deadline - time.monotonic()) + 0.5,
-            return_when=FIRST_EXCEPTION,
-        )
-        failed = sorted((futures[f], f) for f in done if f.exception() is not None)
-        for future in pending:
-            future.cancel()
-        if failed:
-            raise failed[0][1].exception()  # type: ignore[misc]
-        if pending:
+        numbers = iter(pages)  # shared: next() on a range iterator is atomic
+        results: dict[int, Page] = {}
+        failures: list[tuple[int, BaseException]] = []
+        workers = min(self._concurrency, len(pages))
+        running = [workers]
+        lock = threading.Lock()
+        finished = threading.Event()
+
+        def work() -> None:
+            try:
+                for number in numbers:
+                    if failures:
+                        return
+                    try:
+                        results[number] = self.get_page(number, deadline)
+                    except BaseException as error:
+                        failures.append((number, error))
+                        finished.set()
+                        return
+            finally:
+                with lock:
+                    running[0] -= 1
+                    if not running[0]:
+                        finished.set()
+
+        for _ in range(workers):
+            self._pool.submit(work)
+        finished.wait(max(0.0, deadline - time.monotonic()) + 0.5)
+        if failures:
+            raise min(failures, key=lambda failure: failure[0])[1]
+        if len(results) < len(pages):
+            failures.append((-1, RequestTimeoutError("abandoned")))  # stop the workers
             raise RequestTimeoutError(
-                f"{len(pending)} page(s) still outstanding at COLLECT_TIMEOUT"
+                f"{len(pages) - len(results)} page(s) still outstanding at COLLECT_TIMEOUT"
             )
-        return {futures[f]: f.result() for f in done}
+        return results
 
     def fetch_runs(self, deadline: float) -> RunList:
         """Read every page of the run list before `deadline` (a `time.monotonic()` value)."""
@@ -354,19 +380,23 @@ class NsmlClient:
         first_keys = first.keys
         for number in sorted(pages):
             page = pages[number]
-            keys = page.keys
-            if number != first_number and len(keys) == step and keys == first_keys:
+            if (
+                number != first_number
+                and len(page.runs) == step
+                and _key(page.runs[0]) == first_keys[0]
+                and page.keys == first_keys
+            ):
                 raise InconsistentPagingError(
                     f"the API ignores page: page {number} returned the same runs as page "
                     f"{first_number}{self._first_page_hint()}"
                 )
-            runs.update(zip(keys, page.runs, strict=True))
+            runs.update(zip(map(_key, page.runs), page.runs, strict=True))
         if len(runs) < max(totals):
             # Runs were added (or removed) at the head while we paged, shifting others past what
             # we read: read the head once more before calling the list inconsistent.
             again = self.get_page(first_number, deadline)
             totals.append(again.total_count)
-            runs.update(zip(again.keys, again.runs, strict=True))
+            runs.update(zip(map(_key, again.runs), again.runs, strict=True))
             if len(runs) < min(totals):
                 raise InconsistentPagingError(
                     f"read {len(runs)} distinct runs but totalCount is {totals[-1]}"

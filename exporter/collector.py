@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -25,6 +26,7 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from . import __version__
 from .client import RunList
@@ -37,6 +39,11 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RUN_LABELS = ("project_id", "project", "run", "run_type", "status", "creator")
 COUNT_LABELS = ("project_id", "project", "status", "run_type")
+_COUNT_KEY = attrgetter("project_id", "run_type", "status")
+_PROJECT = attrgetter("project_id", "project_name")
+_RUN_LABEL_VALUES = attrgetter(
+    "project_id", "project_name", "run_name", "run_type", "status", "creator"
+)
 #: A run created further than this in the future means TIMEZONE is wrong, not clock drift.
 FUTURE_TOLERANCE = 120.0
 
@@ -219,12 +226,9 @@ class NsmlCollector(Collector):
         if self._projects:
             wanted = self._projects
             runs = [r for r in runs if r.project_id in wanted or r.project_name in wanted]
-        # (project_id, run_type, status) -> runs; Counter counts an iterable in C.
-        counts = Counter((r.project_id, r.run_type, r.status) for r in runs)
-        names: dict[str, str] = {}
-        for run in runs:
-            if run.project_id not in names:
-                names[run.project_id] = run.project_name
+        # (project_id, run_type, status) -> runs, counted in C.
+        counts = Counter(map(_COUNT_KEY, runs))
+        names = dict(map(_PROJECT, runs))  # a project's name as its last run gives it
         series_statuses = self._series_statuses
         eligible = [r for r in runs if r.status in series_statuses]
         with self._statuses_lock:
@@ -351,18 +355,15 @@ class NsmlCollector(Collector):
             labels=list(RUN_LABELS),
         )
         now = self._now()
+        # What add_metric does, with one label dict shared by a run's three samples (nothing
+        # mutates a sample's labels): 3,000 samples at 10,000 runs.
+        ages, creations, updates = age.samples, created.samples, updated.samples
+        names = age.name, created.name, updated.name
         for run, created_at, updated_at in snap.series:
-            labels = [
-                run.project_id,
-                run.project_name,
-                run.run_name,
-                run.run_type,
-                run.status,
-                run.creator,
-            ]
-            age.add_metric(labels, now - created_at)
-            created.add_metric(labels, created_at)
-            updated.add_metric(labels, updated_at)
+            labels = dict(zip(RUN_LABELS, _RUN_LABEL_VALUES(run), strict=True))
+            ages.append(Sample(names[0], labels, now - created_at))
+            creations.append(Sample(names[1], labels, created_at))
+            updates.append(Sample(names[2], labels, updated_at))
         if snap.series and now - snap.series[-1][1] < -FUTURE_TOLERANCE:
             self._warn_future(snap.series[-1][0], snap.series[-1][1] - now)
         yield age
