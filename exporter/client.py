@@ -305,35 +305,45 @@ class NsmlClient:
         numbers = iter(pages)  # shared: next() on a range iterator is atomic
         results: dict[int, Page] = {}
         failures: list[tuple[int, BaseException]] = []
+        stop = threading.Event()
         workers = min(self._concurrency, len(pages))
         running = [workers]
         lock = threading.Lock()
-        finished = threading.Event()
 
         def work() -> None:
             try:
                 for number in numbers:
-                    if failures:
+                    if stop.is_set():
                         return
                     try:
                         results[number] = self.get_page(number, deadline)
                     except BaseException as error:
+                        # Without traceback or context (whose own traceback holds these frames):
+                        # the frames tie the error to `results`, and `failures` ties `results` to
+                        # the error, a cycle keeping every page read so far alive until a rare
+                        # full GC (seen: +38 MB per timed-out scrape at 100,000 runs).
+                        error.__traceback__ = error.__context__ = error.__cause__ = None
                         failures.append((number, error))
-                        finished.set()
+                        stop.set()
                         return
             finally:
                 with lock:
                     running[0] -= 1
                     if not running[0]:
-                        finished.set()
+                        stop.set()
 
         for _ in range(workers):
             self._pool.submit(work)
-        finished.wait(max(0.0, deadline - time.monotonic()) + 0.5)
+        stop.wait(max(0.0, deadline - time.monotonic()) + 0.5)
+        stop.set()  # a worker still waiting on a page takes no other
         if failures:
-            raise min(failures, key=lambda failure: failure[0])[1]
+            error = min(failures, key=lambda failure: failure[0])[1]
+            failures.clear()  # this frame must not hold the error it raises: a reference cycle
+            try:
+                raise error
+            finally:
+                del error
         if len(results) < len(pages):
-            failures.append((-1, RequestTimeoutError("abandoned")))  # stop the workers
             raise RequestTimeoutError(
                 f"{len(pages) - len(results)} page(s) still outstanding at COLLECT_TIMEOUT"
             )

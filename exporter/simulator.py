@@ -495,6 +495,12 @@ class SimulatorServer(ThreadingHTTPServer):
             self._scheme = "https"
         self._thread: threading.Thread | None = None
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (as the exporter does at its deadline) is not an error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def base_url(self) -> str:
         host, port = self.server_address[:2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from exporter.client import NsmlClient
-from exporter.errors import InconsistentPagingError
+from exporter.errors import HTTPStatusError, InconsistentPagingError, RequestTimeoutError
 from tests.conftest import FakeAPI, api_run, make_settings
 
 
@@ -179,3 +180,37 @@ def test_pages_after_the_first_are_fetched_concurrently() -> None:
     result, _ = fetch(handler, page_size=5, concurrency=4)
     assert len(result.runs) == 50
     assert peak == 4
+
+
+@pytest.mark.parametrize("failure", [None, "status", "timeout"])
+def test_a_collection_leaves_nothing_for_the_cycle_collector(failure: str | None) -> None:
+    """The exporter raises the GC's thresholds, so a reference cycle through a failed page's
+    error (its traceback, or its context's) would keep every page read so far alive for many
+    scrapes (seen: +38 MB per timed-out scrape at 100,000 runs)."""
+    runs = runs_of(500)
+    pages = paged(runs)
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        if page == 3 and failure == "status":
+            return 400, {"error": {"errorCode": 100, "message": "Bad Request Exception"}}
+        if page == 3 and failure == "timeout":
+            raise TimeoutError("timed out")  # as a socket read would
+        return pages(page, size)
+
+    client = NsmlClient(make_settings(page_size=50, retries=0), transport=FakeAPI(handler))
+
+    def collect() -> None:
+        try:
+            client.fetch_runs(deadline=time.monotonic() + 30)
+        except (HTTPStatusError, RequestTimeoutError):
+            assert failure is not None
+
+    collect()  # the pool's threads start
+    gc.collect()
+    gc.disable()
+    try:
+        collect()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+        client.close()
