@@ -10,7 +10,7 @@ import socketserver
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +20,15 @@ from exporter.client import NsmlClient, RunList
 from exporter.errors import ConnectionFailedError
 from exporter.simulator import Simulator, SimulatorServer
 from exporter.transport import HTTPTransport
-from tests.conftest import ACCESS, SECRET, make_settings, static_runs
+from tests.conftest import (
+    ACCESS,
+    SECRET,
+    ExporterProcess,
+    exporter_args_for,
+    exporter_env,
+    make_settings,
+    static_runs,
+)
 
 RUNS = 700
 PAGE = 40  # 18 pages
@@ -241,3 +249,18 @@ def test_an_untrusted_api_certificate_is_refused_and_says_so(
     with pytest.raises(ConnectionFailedError, match="CERTIFICATE_VERIFY_FAILED"):
         fetch(https_simulator.base_url)
     assert https_simulator.sim.requests["runs"] == 0
+
+
+def test_the_exporter_trusts_a_private_ca_from_ssl_cert_file(
+    https_simulator: SimulatorServer,
+    pki: dict[str, Path],
+    exporter_factory: Callable[..., ExporterProcess],
+) -> None:
+    """What the README tells a user whose API sits behind a private CA."""
+    env = {**exporter_env(), "SSL_CERT_FILE": str(pki["ca"])}
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        env[name] = ""
+    exporter = exporter_factory(*exporter_args_for(https_simulator), env=env)
+    text = exporter.get().text
+    assert "nsml_up 1.0" in text
+    assert f"nsml_api_total_count {float(RUNS)}" in text
