@@ -180,7 +180,7 @@ class HTTPTransport:
         conn, reused = self._take(timeout)
         try:
             return self._exchange(conn, uri, headers, timeout)
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError):
             # RemoteDisconnected is a ConnectionResetError. A kept-alive connection the server
             # closed just as we reused it (the check above cannot see a close still in flight):
             # nothing was answered, so ask once more on a new connection, as browsers and Go do.
