@@ -231,6 +231,7 @@ class FakeResponse:
         self.status = status
         self._body = io.BytesIO(body)
         self._headers = {"content-type": "application/json", "content-length": str(len(body))}
+        #: What the client said when done with it: True = reuse the connection, False = close.
         self.finished: bool | None = None
 
     def header(self, name: str) -> str | None:
@@ -253,6 +254,7 @@ class FakeAPI:
     def __init__(self, handler: PageHandler) -> None:
         self.handler = handler
         self.calls: list[Call] = []
+        self.responses: list[FakeResponse] = []
 
     def get(self, uri: str, headers: dict[str, str], timeout: float) -> FakeResponse:
         from urllib.parse import parse_qs, urlsplit
@@ -261,7 +263,8 @@ class FakeAPI:
         query = parse_qs(urlsplit(uri).query)
         status, body = self.handler(int(query["page"][0]), int(query["pageSize"][0]))
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return FakeResponse(status, raw)
+        self.responses.append(FakeResponse(status, raw))
+        return self.responses[-1]
 
     def close(self) -> None:
         return None

@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 
 from exporter.client import NsmlClient
-from exporter.errors import HTTPStatusError, InconsistentPagingError, RequestTimeoutError
+from exporter.errors import (
+    HTTPStatusError,
+    InconsistentPagingError,
+    InvalidResponseError,
+    RequestTimeoutError,
+)
 from tests.conftest import FakeAPI, api_run, make_settings
 
 
@@ -214,3 +219,21 @@ def test_a_collection_leaves_nothing_for_the_cycle_collector(failure: str | None
     finally:
         gc.enable()
         client.close()
+
+
+def test_connections_are_reused_after_whole_answers_and_closed_after_broken_ones() -> None:
+    """A 2xx page and an error status read to the end go back to the pool; a body that is not
+    a page is never reused (what follows it on the connection cannot be trusted)."""
+    answers = iter(
+        [
+            (429, {"error": {"errorCode": "420", "message": "Rate Limited"}}),
+            (200, {"runList": [api_run("p1", "1")], "totalCount": 1}),
+            (200, b"<html>502 Bad Gateway</html>"),
+        ]
+    )
+    api = FakeAPI(lambda page, size: next(answers))
+    client = NsmlClient(make_settings(retries=1), transport=api)
+    client.get_page(1, time.monotonic() + 30)  # the 429 is retried, then the page arrives
+    with pytest.raises(InvalidResponseError):
+        client.get_page(1, time.monotonic() + 30)
+    assert [r.finished for r in api.responses] == [True, True, False]
