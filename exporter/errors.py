@@ -42,6 +42,17 @@ class HTTPStatusError(CollectionError):
 
     reason = "http"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable, retry_after=retry_after)
+        self.status = status
+
 
 class RequestTimeoutError(CollectionError):
     """A request or the whole collection ran out of time."""
@@ -87,3 +98,19 @@ class ConfigError(Exception):
         self.setting = setting
         self.problem = problem
         super().__init__(f"invalid setting {setting}: {problem}")
+
+    @classmethod
+    def usage(cls, message: str) -> ConfigError:
+        """A command line that does not parse (an unknown flag, a flag without its value)."""
+        error = cls("command line", message)
+        error.args = (message,)
+        return error
+
+    @classmethod
+    def of(cls, problems: dict[str, str]) -> ConfigError:
+        """One error naming every (setting, problem), in one line."""
+        if len(problems) == 1:
+            return cls(*next(iter(problems.items())))
+        error = cls(", ".join(problems), "several problems")
+        error.args = ("invalid settings: " + "; ".join(f"{k}: {v}" for k, v in problems.items()),)
+        return error

@@ -13,17 +13,14 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from . import __version__
-from .exposition import TextEncoder
 from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
@@ -46,15 +43,9 @@ class ExporterServer(ThreadingHTTPServer):
         address: tuple[str, int],
         registry: CollectorRegistry,
         web: WebConfig,
-        prepare: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.registry = registry
         self.web = web
-        self.prepare = prepare
-        self.encode_text = TextEncoder()
-        # One exposition is built at a time: under the GIL parallel renders finish no sooner,
-        # and each holds its own copy of every family (4 scrapers at once: +12 MB peak RSS).
-        self.render_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -139,11 +130,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self) -> None:
         encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        if encoder is generate_latest:
-            encoder = self.server.encode_text  # the same bytes, a fraction of the CPU
         try:
-            with self.server.prepare(), self.server.render_lock:
-                body = encoder(self.server.registry)
+            body = encoder(self.server.registry)
         except Exception:
             log.exception("rendering /metrics failed")
             self._send(

@@ -1,30 +1,65 @@
 """Settings: `NSML_EXPORTER_*` environment variables, each also a command-line flag (flags win).
 
-Keys may also come from files in `SECRETS_DIR` named `access-key`, `secret-key` and `api-key`
-(a mounted Kubernetes Secret), used when neither a flag nor the environment sets them.
-Any invalid setting becomes a `ConfigError` naming it; its value is never echoed.
+pydantic-settings reads them: `CliSettingsSource` makes the kebab-case flags (on a root parser
+that adds `--demo`, `--once` and `--version`), the environment comes next, and last the key files
+in `SECRETS_DIR` (`access-key`, `secret-key`, `api-key`: a mounted Kubernetes Secret). Every
+invalid setting becomes one `ConfigError` naming them all; no value is ever echoed.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import difflib
+import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    CliSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from . import __version__
 from .errors import ConfigError
 
 ENV_PREFIX = "NSML_EXPORTER_"
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
-SECRET_FILES = {"access_key": "access-key", "secret_key": "secret-key", "api_key": "api-key"}
+KEY_FILES = {"access_key": "access-key", "secret_key": "secret-key", "api_key": "api-key"}
 
 CommaList = Annotated[list[str], NoDecode]
+#: Whether the keys are required (all but `--demo`): set by `parse_args` around validation, so
+#: that missing keys are named in the same line as every other invalid setting.
+_KEYS_REQUIRED: ContextVar[bool] = ContextVar("keys_required", default=False)
+
+
+class KeyFilesSource(PydanticBaseSettingsSource):
+    """Keys from files in `SECRETS_DIR`, for the keys no flag or variable has set."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        folder = self.current_state.get("secrets_dir")
+        if not folder or not Path(folder).is_dir():
+            return {}
+        found = {}
+        for name, filename in KEY_FILES.items():
+            path = Path(folder) / filename
+            if self.current_state.get(name) is None and path.is_file():
+                text = path.read_text(encoding="utf-8").strip()
+                if text:
+                    found[name] = text
+        return found
 
 
 class Settings(BaseSettings):
@@ -60,6 +95,13 @@ class Settings(BaseSettings):
     cache_seconds: float = Field(
         0.0, ge=0, le=86_400, description="reuse a collection younger than this; 0 = every scrape"
     )
+    min_interval: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="seconds between the starts of two collections; a scrape sooner than that "
+        "is served the last one (protects the API quota from a flood of scrapes)",
+    )
     timezone: str = Field("Asia/Seoul", description="IANA zone of createTime/updateTime")
     known_statuses: CommaList = Field(
         ["RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED"],
@@ -88,19 +130,39 @@ class Settings(BaseSettings):
         None, description="TLS and basic auth web-config YAML (Prometheus exporter-toolkit format)"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, KeyFilesSource(settings_cls)
+
     @field_validator("known_statuses", "run_series_statuses", "projects", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+            return cls._split_commas(value[0])
         return value
 
     @field_validator("access_key", "secret_key", "api_key", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value.strip() if isinstance(value, str) else value
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("access_key", "secret_key")
+    @classmethod
+    def _required_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None and _KEYS_REQUIRED.get():
+            raise ValueError("required (or run with --demo)")
+        return value
 
     @field_validator("secrets_dir", "web_config_file", mode="before")
     @classmethod
@@ -144,12 +206,6 @@ class Settings(BaseSettings):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def require_credentials(self) -> None:
-        """Outside demo mode both keys are needed; say which one is missing."""
-        for name in ("access_key", "secret_key"):
-            if getattr(self, name) is None:
-                raise ConfigError(setting_label(name), "required (or run with --demo)")
-
 
 def setting_label(name: str) -> str:
     """`page_size` -> `NSML_EXPORTER_PAGE_SIZE (--page-size)`."""
@@ -160,27 +216,18 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _help_default(name: str) -> str:
-    default = Settings.model_fields[name].default
-    if name in ("access_key", "secret_key"):
-        return "required"
-    if default is None:
-        return "unset"
-    if isinstance(default, list):
-        return ",".join(default) or "empty"
-    return str(default)
+class _RootParser(argparse.ArgumentParser):
+    """Errors raise instead of printing usage: the caller prints one line and exits 2."""
 
-
-class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message}\n")
+        raise ConfigError.usage(message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.Namespace]]:
+    parser = _RootParser(
         prog="nsml-exporter",
         description="Prometheus exporter for NAVER Cloud CLOVA NSML runs. Every setting is a "
-        f"flag and an environment variable ({ENV_PREFIX}...); flags win.",
+        f"flag and an environment variable ({ENV_PREFIX}...); flags win over the environment.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -194,60 +241,61 @@ def build_parser() -> argparse.ArgumentParser:
         help="collect once, print the exposition, exit 0 if it succeeded and 1 if not",
     )
     parser.add_argument("--version", action="version", version=f"nsml-exporter {__version__}")
-    group = parser.add_argument_group("settings")
-    for name, field in Settings.model_fields.items():
-        group.add_argument(
-            flag_of(name),
-            dest=name,
-            metavar=name.split("_")[-1].upper(),
-            default=argparse.SUPPRESS,
-            help=f"{field.description} (env {ENV_PREFIX}{name.upper()}; "
-            f"default: {_help_default(name)})",
-        )
-    return parser
+    cli: CliSettingsSource[argparse.Namespace] = CliSettingsSource(
+        Settings,
+        root_parser=parser,
+        cli_kebab_case=True,
+        cli_show_env_vars=True,
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
+        cli_exit_on_error=False,
+        case_sensitive=True,
+    )
+    return parser, cli
 
 
 def _describe(error: ValidationError) -> ConfigError:
-    first = error.errors(include_input=False, include_url=False)[0]
-    name = str(first["loc"][0]) if first["loc"] else ""
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return ConfigError(f"{ENV_PREFIX}{name.upper()}", "not a known setting")
-    return ConfigError(setting_label(name), message)
+    """Every invalid setting, in one line."""
+    problems: dict[str, str] = {}
+    for item in error.errors(include_input=False, include_url=False):
+        name = str(item["loc"][0]) if item["loc"] else ""
+        if item["type"] == "extra_forbidden":
+            problems.setdefault(f"{ENV_PREFIX}{name.upper()}", "not a known setting")
+        else:
+            problems.setdefault(setting_label(name), item["msg"].removeprefix("Value error, "))
+    return ConfigError.of(problems)
 
 
-def load_settings(flags: dict[str, Any]) -> Settings:
-    """Build settings from flag values (already parsed) over the environment."""
-    try:
-        settings = Settings(**flags)
-    except ValidationError as error:
-        raise _describe(error) from None
-    if settings.secrets_dir is not None:
-        updates: dict[str, Any] = {}
-        for name, filename in SECRET_FILES.items():
-            path = settings.secrets_dir / filename
-            if getattr(settings, name) is None and path.is_file():
-                text = path.read_text(encoding="utf-8").strip()
-                if text:
-                    updates[name] = SecretStr(text)
-        settings = settings.model_copy(update=updates)
-    return settings
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """`NSML_EXPORTER_*` variables that are no setting, each with the closest setting's name."""
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+            found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    """Parse the command line; on a bad setting print one line and exit 2."""
-    parser = build_parser()
+    """Parse the command line over the environment; raises `ConfigError` naming what is wrong."""
+    parser, cli = build_parser()
     args = parser.parse_args(argv)
-    flags = {
-        name: value
-        for name, value in vars(args).items()
-        if name in Settings.model_fields and value is not None
-    }
+    required = _KEYS_REQUIRED.set(not args.demo)
     try:
-        settings = load_settings(flags)
-        if not args.demo:
-            settings.require_credentials()
-    except ConfigError as error:
-        print(f"nsml-exporter: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        settings = Settings(_cli_settings_source=cli(parsed_args=args))
+    except ValidationError as error:
+        raise _describe(error) from None
+    except SettingsError as error:
+        raise ConfigError.usage(str(error).splitlines()[0]) from None
+    finally:
+        _KEYS_REQUIRED.reset(required)
     return args, settings
+
+
+def unknown_variables_warning() -> str | None:
+    typos = unknown_variables(os.environ)
+    if not typos:
+        return None
+    return "ignoring environment variables that are no setting: " + ", ".join(typos)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import ipaddress
 import json
 import os
@@ -16,16 +17,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import urllib3
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from requests.adapters import HTTPAdapter
 
-from exporter.settings import Settings
-from exporter.simulator import SimRun, Simulator, SimulatorServer
+from exporter.population import SimRun
+from exporter.settings import Settings, flag_of, parse_args
+from exporter.simulator import SimulatorServer
+from tests.fake_api import FaultyServer, FaultySimulator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ACCESS = "AK-test-access"
@@ -39,8 +45,15 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+def settings_from(flags: dict[str, str] | None = None) -> Settings:
+    """Settings as the command line `--name value ...` (over the environment) gives them."""
+    argv = [part for name, value in (flags or {}).items() for part in (flag_of(name), value)]
+    return parse_args(argv)[1]
+
+
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"access_key": ACCESS, "secret_key": SECRET}
+    # Unit tests scrape back to back: each scrape collects unless a test says otherwise.
+    values: dict[str, Any] = {"access_key": ACCESS, "secret_key": SECRET, "min_interval": 0}
     values.update(overrides)
     return Settings(**values)
 
@@ -81,8 +94,8 @@ def static_runs(count: int, projects: int = 5) -> list[SimRun]:
 
 
 @pytest.fixture
-def simulator() -> Iterator[SimulatorServer]:
-    server = SimulatorServer(Simulator(ACCESS, SECRET)).start()
+def simulator() -> Iterator[FaultyServer]:
+    server = FaultyServer(FaultySimulator(ACCESS, SECRET)).start()
     yield server
     server.stop()
 
@@ -134,6 +147,8 @@ def start_exporter(
 ) -> ExporterProcess:
     port = free_port()
     log_path = tmp_path / f"exporter-{port}.log"
+    if "--min-interval" not in args:  # tests scrape back to back and expect fresh collections
+        args = [*args, "--min-interval", "0"]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
     full_env.update(env or {})
     with log_path.open("w") as log:
@@ -205,69 +220,50 @@ def exporter_env() -> dict[str, str]:
     return {"NSML_EXPORTER_SECRET_KEY": SECRET}
 
 
-# -- a fake transport for paging unit tests ---------------------------------------------------
+# -- a fake API behind requests, for unit tests without sockets ---------------------------------
 
 PageHandler = Callable[[int, int], tuple[int, Any]]
 
 
 @dataclass
 class Call:
-    url: str
+    uri: str
     headers: dict[str, str]
 
     @property
     def page(self) -> int:
-        from urllib.parse import parse_qs, urlsplit
-
-        return int(parse_qs(urlsplit(self.url).query)["page"][0])
+        return int(parse_qs(urlsplit(self.uri).query)["page"][0])
 
 
-class FakeResponse:
-    """An answer from `FakeAPI`, read like the real transport's."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        import io
-
-        self.status = status
-        self._body = io.BytesIO(body)
-        self._headers = {"content-type": "application/json", "content-length": str(len(body))}
-        #: What the client said when done with it: True = reuse the connection, False = close.
-        self.finished: bool | None = None
-
-    def header(self, name: str) -> str | None:
-        return self._headers.get(name.lower())
-
-    def read1(self, amt: int) -> bytes:
-        return self._body.read1(amt)
-
-    def finish(self, reuse: bool) -> None:
-        self.finished = reuse
-
-
-class FakeAPI:
-    """A transport that answers `GET .../projects/runs` from a Python function.
+class FakeAdapter(HTTPAdapter):
+    """A requests transport adapter that answers `GET .../projects/runs` from a function.
 
     The function gets (page, pageSize) and returns (status, body); bodies are JSON-encoded unless
-    they are bytes. Every request is recorded, headers included.
+    they are bytes. A `TimeoutError` it raises becomes requests' `ReadTimeout`. Every request is
+    recorded, headers included.
     """
 
     def __init__(self, handler: PageHandler) -> None:
+        super().__init__()
         self.handler = handler
         self.calls: list[Call] = []
-        self.responses: list[FakeResponse] = []
 
-    def get(self, uri: str, headers: dict[str, str], timeout: float) -> FakeResponse:
-        from urllib.parse import parse_qs, urlsplit
-
-        self.calls.append(Call(uri, dict(headers)))
-        query = parse_qs(urlsplit(uri).query)
-        status, body = self.handler(int(query["page"][0]), int(query["pageSize"][0]))
+    def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> requests.Response:
+        parts = urlsplit(request.url or "")
+        self.calls.append(Call(f"{parts.path}?{parts.query}", dict(request.headers)))
+        query = parse_qs(parts.query)
+        try:
+            status, body = self.handler(int(query["page"][0]), int(query["pageSize"][0]))
+        except TimeoutError as error:
+            raise requests.exceptions.ReadTimeout(str(error), request=request) from None
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.responses.append(FakeResponse(status, raw))
-        return self.responses[-1]
-
-    def close(self) -> None:
-        return None
+        answer = urllib3.HTTPResponse(
+            body=io.BytesIO(raw),
+            headers={"Content-Type": "application/json", "Content-Length": str(len(raw))},
+            status=status,
+            preload_content=False,
+        )
+        return self.build_response(request, answer)
 
     @property
     def pages(self) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -12,11 +13,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.client import NsmlClient, RunList
-from exporter.collector import NsmlCollector, Stats
+from exporter.client import NsmlClient
+from exporter.collector import NsmlCollector
 from exporter.errors import HTTPStatusError
 from exporter.models import decode_page
-from tests.conftest import FakeAPI, api_run, load_fixture, make_settings
+from exporter.paging import RunList, run_key
+from exporter.selfmetrics import ExporterMetrics
+from tests.conftest import FakeAdapter, api_run, load_fixture, make_settings
 
 KST = ZoneInfo("Asia/Seoul")
 NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
@@ -24,17 +27,26 @@ NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
 
 def run_list(runs: list[dict[str, Any]]) -> RunList:
     page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
-    return RunList({(r.project_id, r.run_name): r for r in page.run_list}, len(runs), 1)
+    return RunList({run_key(r): r for r in page["runList"]}, len(runs), 1)
+
+
+def registry_for(
+    fetch: Callable[[float], RunList],
+    metrics: ExporterMetrics | None = None,
+    wall_clock: Callable[[], float] = lambda: NOW,
+    **settings: Any,
+) -> CollectorRegistry:
+    """A registry as the exporter builds it: the run-list collector, then the self-metrics."""
+    metrics = metrics or ExporterMetrics()
+    registry = CollectorRegistry()
+    registry.register(NsmlCollector(make_settings(**settings), fetch, metrics, wall_clock))
+    metrics.register(registry)
+    return registry
 
 
 def scrape(runs: list[dict[str, Any]] | RunList, **settings: Any) -> CollectorRegistry:
     result = runs if isinstance(runs, RunList) else run_list(runs)
-    collector = NsmlCollector(
-        make_settings(**settings), lambda deadline: result, Stats(), wall_clock=lambda: NOW
-    )
-    registry = CollectorRegistry()
-    registry.register(collector)
-    return registry
+    return registry_for(lambda deadline: result, **settings)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -99,11 +111,7 @@ def test_a_status_seen_once_stays_zero_filled_after_it_disappears() -> None:
             run_list([api_run("p1", "1", "RUN_STATE_COMPLETED")]),
         ]
     )
-    collector = NsmlCollector(
-        make_settings(), lambda d: next(lists), Stats(), wall_clock=lambda: NOW
-    )
-    registry = CollectorRegistry()
-    registry.register(collector)
+    registry = registry_for(lambda d: next(lists))
     labels = {"project_id": "p1", "project": "name-p1", "run_type": "NOTEBOOK"}
     assert value(registry, "nsml_runs", status="RUN_STATE_FAILED", **labels) == 1
     assert value(registry, "nsml_runs", status="RUN_STATE_FAILED", **labels) == 0
@@ -272,7 +280,7 @@ def test_full_exposition_of_a_small_list() -> None:
     assert "nsml_collect_timeout_seconds 9.0" in lines
 
 
-def failing_collector(**settings: Any) -> tuple[NsmlCollector, CollectorRegistry]:
+def test_a_failed_collection_serves_up_0_and_no_run_series() -> None:
     calls = iter([run_list([api_run("p1", "1", "RUN_STATE_IN_PROGRESS")])])
 
     def fetch(deadline: float) -> RunList:
@@ -280,14 +288,7 @@ def failing_collector(**settings: Any) -> tuple[NsmlCollector, CollectorRegistry
             return item
         raise HTTPStatusError("page 1: HTTP 503 Endpoint Error")
 
-    collector = NsmlCollector(make_settings(**settings), fetch, Stats(), wall_clock=lambda: NOW)
-    registry = CollectorRegistry()
-    registry.register(collector)
-    return collector, registry
-
-
-def test_a_failed_collection_serves_up_0_and_no_run_series() -> None:
-    _, registry = failing_collector()
+    registry = registry_for(fetch)
     good = Scraped(registry)
     assert good.value("nsml_up") == 1
     bad = Scraped(registry)
@@ -309,7 +310,7 @@ def test_registering_calls_no_api() -> None:
         return run_list([])
 
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(NsmlCollector(make_settings(), fetch, Stats()))
+    registry.register(NsmlCollector(make_settings(), fetch, ExporterMetrics()))
     assert calls == []
 
 
@@ -325,8 +326,7 @@ def test_concurrent_scrapes_share_one_collection() -> None:
         release.wait(5)
         return run_list([api_run("p1", "1")])
 
-    registry = CollectorRegistry()
-    registry.register(NsmlCollector(make_settings(), fetch, Stats()))
+    registry = registry_for(fetch)
     results: list[bytes] = []
     threads = [
         threading.Thread(target=lambda: results.append(generate_latest(registry)))
@@ -354,8 +354,7 @@ def test_cache_seconds_reuses_a_recent_collection() -> None:
 
     for cache, expected in ((0, 3), (60, 1)):
         calls = 0
-        registry = CollectorRegistry()
-        registry.register(NsmlCollector(make_settings(cache_seconds=cache), fetch, Stats()))
+        registry = registry_for(fetch, cache_seconds=cache, min_interval=0)
         for _ in range(3):
             generate_latest(registry)
         assert calls == expected
@@ -368,14 +367,13 @@ def test_request_counters_and_latency_histogram_follow_the_client() -> None:
             (200, load_fixture("docs_example_page.json")),
         ]
     )
-    stats = Stats()
+    metrics = ExporterMetrics()
     client = NsmlClient(
         make_settings(),
-        stats.observe_request,
-        transport=FakeAPI(lambda page, size: next(responses)),
+        metrics.observe_request,
+        adapter=FakeAdapter(lambda page, size: next(responses)),
     )
-    registry = CollectorRegistry()
-    registry.register(NsmlCollector(make_settings(), client.fetch_runs, stats))
+    registry = registry_for(client.fetch_runs, metrics)
     scraped = Scraped(registry)
     assert scraped.value("nsml_up") == 1
     assert scraped.value("nsml_api_requests_total", code="503") == 1

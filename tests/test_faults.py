@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.simulator import Fault, Simulator, SimulatorServer
 from tests.conftest import (
     ACCESS,
     SECRET,
@@ -27,6 +26,7 @@ from tests.conftest import (
     start_exporter,
     static_runs,
 )
+from tests.fake_api import Fault, FaultyServer, FaultySimulator
 
 COLLECT_TIMEOUT = 4.0
 RUNS = 230  # five pages of 50
@@ -35,11 +35,11 @@ SLACK = 1.5
 
 @dataclass
 class Stack:
-    server: SimulatorServer
+    server: FaultyServer
     exporter: ExporterProcess
 
     @property
-    def sim(self) -> Simulator:
+    def sim(self) -> FaultySimulator:
         return self.server.sim
 
 
@@ -60,7 +60,7 @@ def value(
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     runs = static_runs(RUNS, projects=3)
-    server = SimulatorServer(Simulator(ACCESS, SECRET, runs)).start()
+    server = FaultyServer(FaultySimulator(ACCESS, SECRET, runs)).start()
     exporter = start_exporter(
         tmp_path_factory.mktemp("faults"),
         [
@@ -95,8 +95,8 @@ def check_failure(
     code: str,
     hint: str,
     codes_at_least: int = 1,
-    break_it: Callable[[Simulator], None],
-    mend: Callable[[Simulator], None],
+    break_it: Callable[[FaultySimulator], None],
+    mend: Callable[[FaultySimulator], None],
 ) -> str:
     before = scrape_values(stack.exporter.get().text)
     assert value(before, "nsml_up") == 1
@@ -140,14 +140,14 @@ def check_failure(
     return failed[0]
 
 
-def set_fault(fault: Fault) -> Callable[[Simulator], None]:
-    def apply(sim: Simulator) -> None:
+def set_fault(fault: Fault) -> Callable[[FaultySimulator], None]:
+    def apply(sim: FaultySimulator) -> None:
         sim.fault = fault
 
     return apply
 
 
-def clear_fault(sim: Simulator) -> None:
+def clear_fault(sim: FaultySimulator) -> None:
     sim.fault = None
 
 
@@ -181,10 +181,10 @@ def test_http_errors(stack: Stack, status: int, reason: str, hint: str, attempts
 
 
 def test_bad_signature(stack: Stack) -> None:
-    def wrong_secret(sim: Simulator) -> None:
+    def wrong_secret(sim: FaultySimulator) -> None:
         sim.secret_key = "another-secret"
 
-    def restore(sim: Simulator) -> None:
+    def restore(sim: FaultySimulator) -> None:
         sim.secret_key = SECRET
 
     check_failure(
@@ -198,10 +198,10 @@ def test_bad_signature(stack: Stack) -> None:
 
 
 def test_clock_skew_says_to_check_the_clock(stack: Stack) -> None:
-    def skew(sim: Simulator) -> None:
+    def skew(sim: FaultySimulator) -> None:
         sim.clock_offset = 600
 
-    def restore(sim: Simulator) -> None:
+    def restore(sim: FaultySimulator) -> None:
         sim.clock_offset = 0
 
     line = check_failure(
@@ -289,16 +289,13 @@ def test_a_body_that_trickles_past_the_deadline(stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("kind", "hint"),
     [
-        ("html", "not a run-list page: JSON is malformed: invalid character (byte 0)"),
-        ("truncated", "not a run-list page: Input data was truncated"),
+        ("html", "not a run-list page: Invalid JSON: expected value at line 1 column 1"),
+        ("truncated", "not a run-list page: Invalid JSON: EOF while parsing"),
         (
             "wrong_types",
-            "not a run-list page: Expected `datetime`, got `int` - at `$.runList[0].createTime`",
+            "not a run-list page: Input should be a valid datetime at runList.0.createTime",
         ),
-        (
-            "missing_fields",
-            "not a run-list page: Object missing required field `projectId` - at `$.runList[0]`",
-        ),
+        ("missing_fields", "not a run-list page: Field required at runList.0.projectId"),
         ("oversized", "over MAX_RESPONSE_BYTES (1048576)"),
         ("gzip_bomb", "page 1: response is over MAX_RESPONSE_BYTES (1048576)"),
     ],
@@ -380,7 +377,7 @@ def test_connection_refused(
     assert "Connection refused" in exporter.logs()
     assert SECRET not in exporter.logs()
     # The API comes up: the next scrape reads it.
-    server = SimulatorServer(Simulator(ACCESS, SECRET, static_runs(30)), port=port).start()
+    server = FaultyServer(FaultySimulator(ACCESS, SECRET, static_runs(30)), port=port).start()
     try:
         recovered = scrape_values(exporter.get().text)
     finally:
@@ -390,7 +387,7 @@ def test_connection_refused(
 
 
 def test_wrong_timezone_is_warned_once_naming_the_setting(
-    exporter_factory: Callable[..., ExporterProcess], simulator: SimulatorServer
+    exporter_factory: Callable[..., ExporterProcess], simulator: FaultyServer
 ) -> None:
     now = time.time()
     simulator.sim.set_runs([sim_run("p1", "1", "RUN_STATE_IN_PROGRESS", created=now - 60)])

@@ -15,8 +15,8 @@ import yaml
 helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the [test] extras")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
-from exporter.settings import Settings, load_settings  # noqa: E402
-from tests.conftest import require_binary  # noqa: E402
+from exporter.settings import Settings  # noqa: E402
+from tests.conftest import require_binary, settings_from  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "nsml-exporter"
@@ -172,7 +172,7 @@ def test_every_setting_is_a_config_value_the_exporter_accepts(tmp_path: Path) ->
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 patch.setenv(key, value)
-            settings = load_settings({})
+            settings = settings_from()
         if name == "full":
             assert settings.page_size == 500
             assert settings.projects == ["vision-research", "llm-pretrain"]

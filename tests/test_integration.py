@@ -13,7 +13,8 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.simulator import SimRun, SimulatorServer
+from exporter.population import SimRun
+from exporter.simulator import SimulatorServer
 from tests.conftest import (
     ExporterProcess,
     exporter_args_for,
@@ -229,9 +230,10 @@ def test_metrics_endpoint_serves_what_prometheus_client_would(
 def test_simulator_fast_path_serves_the_same_page_as_its_reference_path() -> None:
     import json as _json
 
-    from exporter.simulator import Simulator, generate_population
+    from exporter.population import generate_population
+    from tests.fake_api import FaultySimulator
 
-    sim = Simulator("a", "s", generate_population(250, time.time(), future_rate=0))
+    sim = FaultySimulator("a", "s", generate_population(250, time.time(), future_rate=0))
     for page in (1, 2, 3, 4):
         fast = _json.loads(sim.run_list_bytes(page, 70))
         assert fast == sim.run_list_page(page, 70, None)

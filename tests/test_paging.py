@@ -1,25 +1,28 @@
-"""Paging through the run list: counts, dedupe, 0-based pages, and APIs that misbehave."""
+"""Paging through the run list as a plain function of "get page N": no HTTP here.
+
+Counts, dedupe, 0-based pages, a capped page size, concurrency, and APIs that misbehave.
+"""
 
 from __future__ import annotations
 
-import gc
+import json
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
-from exporter.client import NsmlClient
-from exporter.errors import (
-    HTTPStatusError,
-    InconsistentPagingError,
-    InvalidResponseError,
-    RequestTimeoutError,
-)
-from tests.conftest import FakeAPI, api_run, make_settings
+from exporter.errors import HTTPStatusError, InconsistentPagingError
+from exporter.models import RunPage, decode_page
+from exporter.paging import RunList, read_run_list
+from tests.conftest import api_run
+
+Handler = Callable[[int, int], tuple[int, Any]]
 
 
-def paged(runs: list[dict[str, Any]], first: int = 1, total: int | None = None):  # type: ignore[no-untyped-def]
+def paged(runs: list[dict[str, Any]], first: int = 1, total: int | None = None) -> Handler:
     def handler(page: int, size: int) -> tuple[int, Any]:
         index = page - first
         return 200, {
@@ -34,10 +37,33 @@ def runs_of(count: int, project: str = "p1") -> list[dict[str, Any]]:
     return [api_run(project, str(n)) for n in range(count, 0, -1)]
 
 
-def fetch(handler: Any, **settings: Any) -> tuple[Any, Any]:
-    api = FakeAPI(handler)
-    client = NsmlClient(make_settings(**settings), transport=api)
-    return client.fetch_runs(deadline=time.monotonic() + 30), api
+class Pages:
+    """`get_page` from a handler: records the pages asked for; a non-200 is an HTTP error."""
+
+    def __init__(self, handler: Handler, page_size: int) -> None:
+        self.handler = handler
+        self.page_size = page_size
+        self.pages: list[int] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, page: int) -> RunPage:
+        with self.lock:
+            self.pages.append(page)
+        status, body = self.handler(page, self.page_size)
+        if status != 200:
+            raise HTTPStatusError(f"page {page}: HTTP {status}", status=status)
+        return decode_page(json.dumps(body).encode())
+
+
+def fetch(
+    handler: Handler, page_size: int = 10, first_page: int = 1, concurrency: int = 1
+) -> tuple[RunList, Pages]:
+    pages = Pages(handler, page_size)
+    with ThreadPoolExecutor(concurrency) as pool:
+        result = read_run_list(
+            pages, first_page=first_page, page_size=page_size, map_pages=pool.map
+        )
+    return result, pages
 
 
 @pytest.mark.parametrize(
@@ -138,12 +164,11 @@ def test_an_api_whose_total_keeps_growing_is_bounded() -> None:
             "totalCount": 20 + page * size,
         }
 
-    api = FakeAPI(handler)
-    client = NsmlClient(make_settings(page_size=10), transport=api)
+    pages = Pages(handler, 10)
     with pytest.raises(InconsistentPagingError):
-        client.fetch_runs(deadline=time.monotonic() + 30)
+        read_run_list(pages, first_page=1, page_size=10)
     # The bound is derived from the first totalCount (3 pages -> at most 8), not followed forever.
-    assert len(api.calls) <= 8
+    assert len(pages.pages) <= 8
 
 
 @pytest.mark.parametrize("total", [15, 50])
@@ -187,53 +212,34 @@ def test_pages_after_the_first_are_fetched_concurrently() -> None:
     assert peak == 4
 
 
-@pytest.mark.parametrize("failure", [None, "status", "timeout"])
-def test_a_collection_leaves_nothing_for_the_cycle_collector(failure: str | None) -> None:
-    """The exporter raises the GC's thresholds, so a reference cycle through a failed page's
-    error (its traceback, or its context's) would keep every page read so far alive for many
-    scrapes (seen: +38 MB per timed-out scrape at 100,000 runs)."""
-    runs = runs_of(500)
-    pages = paged(runs)
+def test_a_one_based_api_refusing_page_0_names_first_page_1() -> None:
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        if page < 1:
+            return 400, {"error": {"errorCode": 100, "message": "Bad Request Exception"}}
+        return paged(runs_of(25))(page, size)
+
+    with pytest.raises(HTTPStatusError, match=r"HTTP 400 .*set FIRST_PAGE=1"):
+        fetch(handler, first_page=0)
+
+
+def test_uneven_pages_are_all_in_flight_at_once() -> None:
+    """31 runs, 10 per page, CONCURRENCY 3: pages 2, 3 and 4 are asked for together."""
+    runs = runs_of(31)
+    in_flight: set[int] = set()
+    together: list[set[int]] = []
+    lock = threading.Lock()
+    all_there = threading.Barrier(3, timeout=5)
 
     def handler(page: int, size: int) -> tuple[int, Any]:
-        if page == 3 and failure == "status":
-            return 400, {"error": {"errorCode": 100, "message": "Bad Request Exception"}}
-        if page == 3 and failure == "timeout":
-            raise TimeoutError("timed out")  # as a socket read would
-        return pages(page, size)
+        if page > 1:
+            with lock:
+                in_flight.add(page)
+            all_there.wait()  # breaks (and fails the read) unless three pages wait here at once
+            with lock:
+                together.append(set(in_flight))
+        return paged(runs)(page, size)
 
-    client = NsmlClient(make_settings(page_size=50, retries=0), transport=FakeAPI(handler))
-
-    def collect() -> None:
-        try:
-            client.fetch_runs(deadline=time.monotonic() + 30)
-        except (HTTPStatusError, RequestTimeoutError):
-            assert failure is not None
-
-    collect()  # the pool's threads start
-    gc.collect()
-    gc.disable()
-    try:
-        collect()
-        assert gc.collect() == 0
-    finally:
-        gc.enable()
-        client.close()
-
-
-def test_connections_are_reused_after_whole_answers_and_closed_after_broken_ones() -> None:
-    """A 2xx page and an error status read to the end go back to the pool; a body that is not
-    a page is never reused (what follows it on the connection cannot be trusted)."""
-    answers = iter(
-        [
-            (429, {"error": {"errorCode": "420", "message": "Rate Limited"}}),
-            (200, {"runList": [api_run("p1", "1")], "totalCount": 1}),
-            (200, b"<html>502 Bad Gateway</html>"),
-        ]
-    )
-    api = FakeAPI(lambda page, size: next(answers))
-    client = NsmlClient(make_settings(retries=1), transport=api)
-    client.get_page(1, time.monotonic() + 30)  # the 429 is retried, then the page arrives
-    with pytest.raises(InvalidResponseError):
-        client.get_page(1, time.monotonic() + 30)
-    assert [r.finished for r in api.responses] == [True, True, False]
+    result, pages = fetch(handler, page_size=10, concurrency=3)
+    assert len(result.runs) == 31
+    assert sorted(pages.pages) == [1, 2, 3, 4]
+    assert {2, 3, 4} in together

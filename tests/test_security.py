@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from exporter.simulator import Fault, SimulatorServer
+from exporter.simulator import SimulatorServer
 from tests.conftest import (
     ACCESS,
     SECRET,
@@ -25,6 +25,7 @@ from tests.conftest import (
     run_cli,
     sim_run,
 )
+from tests.fake_api import Fault
 
 
 def web_config(tmp_path: Path, config: dict[str, Any]) -> str:

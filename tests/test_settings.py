@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from exporter.errors import ConfigError
-from exporter.settings import load_settings, parse_args
-from tests.conftest import SECRET, run_cli
+from exporter.settings import parse_args
+from tests.conftest import SECRET, run_cli, settings_from
 
 
 def test_defaults_match_the_contract() -> None:
-    settings = load_settings({"access_key": "a", "secret_key": "s"})
+    settings = settings_from({"access_key": "a", "secret_key": "s"})
     assert settings.base_url == "https://nsml.apigw.ntruss.com/nsml/v1"
     assert (settings.listen_address, settings.port) == ("0.0.0.0", 9877)
     assert (settings.page_size, settings.first_page, settings.concurrency) == (100, 1, 4)
@@ -46,7 +46,7 @@ def test_environment_and_flags_with_flags_winning(monkeypatch: pytest.MonkeyPatc
 def test_keys_from_a_secrets_dir_when_not_set_otherwise(tmp_path: Path) -> None:
     (tmp_path / "access-key").write_text("file-access\n")
     (tmp_path / "secret-key").write_text("file-secret\n")
-    settings = load_settings({"secrets_dir": str(tmp_path), "access_key": "flag-access"})
+    settings = settings_from({"secrets_dir": str(tmp_path), "access_key": "flag-access"})
     assert settings.access_key is not None and settings.secret_key is not None
     assert settings.access_key.get_secret_value() == "flag-access"
     assert settings.secret_key.get_secret_value() == "file-secret"
@@ -54,7 +54,7 @@ def test_keys_from_a_secrets_dir_when_not_set_otherwise(tmp_path: Path) -> None:
 
 
 def test_secrets_never_appear_in_repr() -> None:
-    settings = load_settings({"access_key": "a", "secret_key": SECRET, "api_key": "gw-secret"})
+    settings = settings_from({"access_key": "a", "secret_key": SECRET, "api_key": "gw-secret"})
     assert SECRET not in repr(settings)
     assert "gw-secret" not in repr(settings)
     assert SECRET not in str(settings.model_dump())
@@ -77,7 +77,7 @@ def test_secrets_never_appear_in_repr() -> None:
 )
 def test_invalid_settings_name_the_setting(flags: dict[str, str], setting: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        load_settings({"access_key": "a", "secret_key": "s", **flags})
+        settings_from({"access_key": "a", "secret_key": "s", **flags})
     assert str(raised.value).startswith(f"invalid setting {setting}: ")
 
 
@@ -111,8 +111,10 @@ def test_bad_environment_variable_exits_2_naming_it() -> None:
 def test_missing_keys_exit_2_and_suggest_demo() -> None:
     result = run_cli("--once")
     assert result.returncode == 2
+    # Both keys are named in the one line, not one per run.
     assert result.stderr.strip() == (
-        "nsml-exporter: invalid setting NSML_EXPORTER_ACCESS_KEY (--access-key): "
+        "nsml-exporter: invalid settings: NSML_EXPORTER_ACCESS_KEY (--access-key): "
+        "required (or run with --demo); NSML_EXPORTER_SECRET_KEY (--secret-key): "
         "required (or run with --demo)"
     )
 
@@ -152,6 +154,29 @@ def test_help_lists_every_setting_with_env_and_default() -> None:
         "WEB_CONFIG_FILE",
     ):
         assert f"--{name.lower().replace('_', '-')}" in text
-        assert f"env NSML_EXPORTER_{name};" in text
-    assert "default: 9877" in text
-    assert "default: RUN_STATE_IN_PROGRESS,RUN_STATE_COMPLETED" in text
+        assert f"[env: NSML_EXPORTER_{name}]" in text
+    assert "(default: 9877)" in text
+    assert "(default: ['RUN_STATE_IN_PROGRESS', 'RUN_STATE_COMPLETED'])" in text
+    assert text.count("required") == 2  # once for each key, not twice each
+
+
+def test_several_invalid_settings_are_named_in_one_line() -> None:
+    result = run_cli(
+        "--page-size", "0", "--timezone", "Mars/Olympus", env={"NSML_EXPORTER_PORT": "http"}
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for setting in ("PAGE_SIZE", "TIMEZONE", "PORT", "ACCESS_KEY", "SECRET_KEY"):
+        assert f"NSML_EXPORTER_{setting}" in lines[0]
+
+
+def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
+    result = run_cli(
+        "--demo", "--once", env={"NSML_EXPORTER_PAGESIZE": "10", "NSML_EXPORTER_ZZZ": "1"}
+    )
+    assert result.returncode == 0
+    warnings = [line for line in result.stderr.splitlines() if "no setting" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "NSML_EXPORTER_PAGESIZE (did you mean NSML_EXPORTER_PAGE_SIZE?)" in warnings[0]
+    assert "NSML_EXPORTER_ZZZ" in warnings[0]

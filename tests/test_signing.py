@@ -6,7 +6,7 @@ import base64
 
 from exporter.client import NsmlClient
 from exporter.signing import signature, signed_headers
-from tests.conftest import ACCESS, SECRET, FakeAPI, load_fixture, make_settings
+from tests.conftest import ACCESS, SECRET, FakeAdapter, load_fixture, make_settings
 
 
 def test_signature_matches_the_reference_worked_example() -> None:
@@ -45,12 +45,12 @@ def test_signed_headers_carry_timestamp_key_and_signature() -> None:
 
 
 def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> None:
-    api = FakeAPI(lambda page, size: (200, load_fixture("docs_example_page.json")))
+    api = FakeAdapter(lambda page, size: (200, load_fixture("docs_example_page.json")))
     settings = make_settings(base_url="https://gw.example/nsml/v1", api_key="gw-key", page_size=50)
-    client = NsmlClient(settings, transport=api)
+    client = NsmlClient(settings, adapter=api)
     client.fetch_runs(deadline=1e18)
     request = api.calls[0]
-    assert request.url == "/nsml/v1/projects/runs?page=1&pageSize=50"
+    assert request.uri == "/nsml/v1/projects/runs?page=1&pageSize=50"
     stamp = request.headers["x-ncp-apigw-timestamp"]
     assert request.headers["x-ncp-iam-access-key"] == ACCESS
     assert request.headers["x-ncp-apigw-signature-v2"] == signature(
@@ -58,9 +58,21 @@ def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> N
     )
     assert request.headers["x-ncp-apigw-api-key"] == "gw-key"
     assert request.headers["Content-Type"] == "application/json"  # as the docs example sends
+    # Nothing but the documented headers and the usual HTTP ones goes out.
+    assert not {name.lower() for name in request.headers} - {
+        "x-ncp-apigw-timestamp",
+        "x-ncp-iam-access-key",
+        "x-ncp-apigw-signature-v2",
+        "x-ncp-apigw-api-key",
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "user-agent",
+        "connection",
+    }
 
 
 def test_no_api_key_header_when_none_is_set() -> None:
-    api = FakeAPI(lambda page, size: (200, load_fixture("docs_example_page.json")))
-    NsmlClient(make_settings(), transport=api).fetch_runs(deadline=1e18)
+    api = FakeAdapter(lambda page, size: (200, load_fixture("docs_example_page.json")))
+    NsmlClient(make_settings(), adapter=api).fetch_runs(deadline=1e18)
     assert "x-ncp-apigw-api-key" not in api.calls[0].headers

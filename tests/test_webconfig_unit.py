@@ -8,7 +8,6 @@ import bcrypt
 import pytest
 
 from exporter import webconfig
-from exporter.transport import HTTPTransport
 from exporter.webconfig import BasicAuth
 
 
@@ -52,14 +51,3 @@ def test_an_unknown_user_still_costs_a_bcrypt_check(counted: list[bytes]) -> Non
 def test_malformed_authorization_is_refused(value: str | None) -> None:
     auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
     assert not auth.check(value)
-
-
-def test_proxy_from_the_environment_unless_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)  # lower case wins in urllib: clear both
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    proxied = HTTPTransport("https://nsml.apigw.ntruss.com/nsml/v1", 5)
-    assert proxied.proxy == "http://proxy.internal:3128"
-    monkeypatch.setenv("NO_PROXY", "ntruss.com")
-    direct = HTTPTransport("https://nsml.apigw.ntruss.com/nsml/v1", 5)
-    assert direct.proxy is None

@@ -1,5 +1,6 @@
-"""The HTTP transport over real sockets: gzip, chunked bodies, keep-alive, connections the server
-drops, TLS, and proxies (a plain forward proxy and a CONNECT tunnel, both with credentials)."""
+"""The signed GET over requests, on real sockets: gzip, chunked bodies, keep-alive, connections
+the server drops, TLS with a private CA, and proxies from the environment (a plain forward proxy
+and a CONNECT tunnel, both with credentials)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from exporter.client import NsmlClient, RunList
+from exporter.client import NsmlClient
 from exporter.errors import ConnectionFailedError
-from exporter.simulator import Simulator, SimulatorServer
-from exporter.transport import HTTPTransport
+from exporter.paging import RunList
 from tests.conftest import (
     ACCESS,
     SECRET,
@@ -29,6 +29,7 @@ from tests.conftest import (
     make_settings,
     static_runs,
 )
+from tests.fake_api import FaultyServer, FaultySimulator
 
 RUNS = 700
 PAGE = 40  # 18 pages
@@ -38,9 +39,9 @@ def expected_keys() -> set[tuple[str, str]]:
     return {(run.project_id, run.run_name) for run in static_runs(RUNS)}
 
 
-def fetch(base_url: str, transport: HTTPTransport | None = None, **settings: object) -> RunList:
+def fetch(base_url: str, **settings: object) -> RunList:
     values: dict[str, object] = {"base_url": base_url, "page_size": PAGE, "retries": 0}
-    client = NsmlClient(make_settings(**{**values, **settings}), transport=transport)
+    client = NsmlClient(make_settings(**{**values, **settings}))
     try:
         return client.fetch_runs(deadline=time.monotonic() + 20)
     finally:
@@ -48,7 +49,7 @@ def fetch(base_url: str, transport: HTTPTransport | None = None, **settings: obj
 
 
 @pytest.fixture
-def populated(simulator: SimulatorServer) -> SimulatorServer:
+def populated(simulator: FaultyServer) -> FaultyServer:
     simulator.sim.set_runs(static_runs(RUNS))
     return simulator
 
@@ -57,7 +58,7 @@ def populated(simulator: SimulatorServer) -> SimulatorServer:
     ("gzip", "chunked"), [(False, False), (True, False), (False, True), (True, True)]
 )
 def test_every_body_encoding_reads_every_run(
-    populated: SimulatorServer, gzip: bool, chunked: bool
+    populated: FaultyServer, gzip: bool, chunked: bool
 ) -> None:
     populated.sim.gzip, populated.sim.chunked = gzip, chunked
     result = fetch(populated.base_url)
@@ -65,7 +66,7 @@ def test_every_body_encoding_reads_every_run(
     assert populated.sim.requests["gzip"] == (18 if gzip else 0)
 
 
-def test_connections_are_kept_alive_across_pages_and_scrapes(populated: SimulatorServer) -> None:
+def test_connections_are_kept_alive_across_pages_and_scrapes(populated: FaultyServer) -> None:
     client = NsmlClient(make_settings(base_url=populated.base_url, page_size=PAGE, concurrency=4))
     try:
         for _ in range(3):
@@ -77,11 +78,10 @@ def test_connections_are_kept_alive_across_pages_and_scrapes(populated: Simulato
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed(
-    populated: SimulatorServer,
+    populated: FaultyServer,
 ) -> None:
     populated.sim.close_after = 1  # every connection closed, unannounced, after one answer
-    transport = HTTPTransport(populated.base_url, 2)
-    client = NsmlClient(make_settings(base_url=populated.base_url), transport=transport)
+    client = NsmlClient(make_settings(base_url=populated.base_url))
     for _ in range(3):
         client.get_page(1, time.monotonic() + 5)
         time.sleep(0.2)  # the FIN arrives while the connection sits in the pool
@@ -90,7 +90,7 @@ def test_a_connection_the_server_closed_while_idle_is_replaced_not_failed(
 
 
 def test_a_server_that_closes_connections_often_still_gives_every_run(
-    populated: SimulatorServer,
+    populated: FaultyServer,
 ) -> None:
     populated.sim.close_after = 2
     result = fetch(populated.base_url)  # no retries: any failed page would fail the read
@@ -182,6 +182,8 @@ def proxy() -> Iterator[ForwardProxy]:
 
 @pytest.fixture
 def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("requests_ca_bundle", "curl_ca_bundle", "ssl_cert_file"):
+        monkeypatch.delenv(name.upper(), raising=False)
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
@@ -189,23 +191,19 @@ def no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 @pytest.fixture
-def https_simulator(pki: dict[str, Path]) -> Iterator[SimulatorServer]:
+def https_simulator(pki: dict[str, Path]) -> Iterator[FaultyServer]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki["server_crt"], pki["server_key"])
-    server = SimulatorServer(Simulator(ACCESS, SECRET, static_runs(RUNS)), tls=context).start()
+    server = FaultyServer(FaultySimulator(ACCESS, SECRET, static_runs(RUNS)), tls=context).start()
     yield server
     server.stop()
-
-
-def trusting(pki: dict[str, Path]) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(pki["ca"]))
 
 
 CREDENTIALS = "Basic " + base64.b64encode(b"proxy-user:p@ss word").decode()
 
 
 def test_http_api_through_a_forward_proxy_with_credentials(
-    populated: SimulatorServer, proxy: ForwardProxy, no_proxy_env: pytest.MonkeyPatch
+    populated: FaultyServer, proxy: ForwardProxy, no_proxy_env: pytest.MonkeyPatch
 ) -> None:
     no_proxy_env.setenv("HTTP_PROXY", f"http://proxy-user:p%40ss%20word@127.0.0.1:{proxy.port}")
     result = fetch(populated.base_url)
@@ -219,14 +217,15 @@ def test_http_api_through_a_forward_proxy_with_credentials(
 
 
 def test_https_api_through_a_connect_tunnel(
-    https_simulator: SimulatorServer,
+    https_simulator: FaultyServer,
     proxy: ForwardProxy,
     no_proxy_env: pytest.MonkeyPatch,
     pki: dict[str, Path],
 ) -> None:
     no_proxy_env.setenv("HTTPS_PROXY", f"http://proxy-user:p%40ss%20word@127.0.0.1:{proxy.port}")
+    no_proxy_env.setenv("REQUESTS_CA_BUNDLE", str(pki["ca"]))
     base = https_simulator.base_url
-    result = fetch(base, HTTPTransport(base, 5, context=trusting(pki)), concurrency=4)
+    result = fetch(base, concurrency=4)
     assert set(result.runs) == expected_keys()
     tunnels = [(target, auth) for method, target, auth in proxy.seen if method == "CONNECT"]
     assert len(tunnels) == len(proxy.seen) <= 5  # kept alive through the tunnel
@@ -235,7 +234,7 @@ def test_https_api_through_a_connect_tunnel(
 
 
 def test_no_proxy_goes_direct(
-    populated: SimulatorServer, proxy: ForwardProxy, no_proxy_env: pytest.MonkeyPatch
+    populated: FaultyServer, proxy: ForwardProxy, no_proxy_env: pytest.MonkeyPatch
 ) -> None:
     no_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
     no_proxy_env.setenv("NO_PROXY", "127.0.0.1")
@@ -244,23 +243,46 @@ def test_no_proxy_goes_direct(
 
 
 def test_an_untrusted_api_certificate_is_refused_and_says_so(
-    https_simulator: SimulatorServer, no_proxy_env: pytest.MonkeyPatch
+    https_simulator: FaultyServer, no_proxy_env: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(ConnectionFailedError, match="CERTIFICATE_VERIFY_FAILED"):
         fetch(https_simulator.base_url)
     assert https_simulator.sim.requests["runs"] == 0
 
 
-def test_the_exporter_trusts_a_private_ca_from_ssl_cert_file(
-    https_simulator: SimulatorServer,
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
+def test_the_exporter_trusts_a_private_ca_from_the_environment(
+    https_simulator: FaultyServer,
     pki: dict[str, Path],
     exporter_factory: Callable[..., ExporterProcess],
+    variable: str,
 ) -> None:
     """What the README tells a user whose API sits behind a private CA."""
-    env = {**exporter_env(), "SSL_CERT_FILE": str(pki["ca"])}
+    env = {**exporter_env(), "REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": "", "SSL_CERT_FILE": ""}
+    env[variable] = str(pki["ca"])
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         env[name] = ""
     exporter = exporter_factory(*exporter_args_for(https_simulator), env=env)
     text = exporter.get().text
     assert "nsml_up 1.0" in text
     assert f"nsml_api_total_count {float(RUNS)}" in text
+
+
+def test_a_netrc_entry_for_the_api_host_is_sent(
+    populated: FaultyServer, no_proxy_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """requests' own convention: credentials for the API's host from ~/.netrc (or NETRC)."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login gw-user password gw-pass\n")
+    netrc.chmod(0o600)
+    no_proxy_env.setenv("NETRC", str(netrc))
+    seen: list[str | None] = []
+    original = populated.sim.authenticate
+
+    def recording(method: str, uri: str, headers: object) -> tuple[int, str] | None:
+        seen.append(headers.get("Authorization"))  # type: ignore[attr-defined]
+        return original(method, uri, headers)
+
+    populated.sim.authenticate = recording  # type: ignore[method-assign]
+    assert len(fetch(populated.base_url).runs) == RUNS
+    assert set(seen) == {"Basic " + base64.b64encode(b"gw-user:gw-pass").decode()}

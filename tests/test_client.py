@@ -1,0 +1,79 @@
+"""The client as a whole, without sockets: signed pages, retries, paging and fan-out together."""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+import pytest
+
+from exporter.client import NsmlClient
+from exporter.errors import HTTPStatusError, RequestTimeoutError, ThrottledError
+from tests.conftest import FakeAdapter, api_run, make_settings
+
+
+def pages_of(count: int) -> list[dict[str, Any]]:
+    return [api_run("p1", str(n)) for n in range(count, 0, -1)]
+
+
+def serve(runs: list[dict[str, Any]]) -> Any:
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        return 200, {"runList": runs[(page - 1) * size : page * size], "totalCount": len(runs)}
+
+    return handler
+
+
+def test_a_429_is_retried_then_the_page_is_read() -> None:
+    answers = iter(
+        [
+            (429, {"error": {"errorCode": "420", "message": "Rate Limited"}}),
+            (200, {"runList": [api_run("p1", "1")], "totalCount": 1}),
+        ]
+    )
+    adapter = FakeAdapter(lambda page, size: next(answers))
+    client = NsmlClient(make_settings(retries=1), adapter=adapter)
+    assert len(client.fetch_runs(time.monotonic() + 30).runs) == 1
+    assert adapter.pages == [1, 1]
+
+
+def test_retries_are_bounded_by_the_setting() -> None:
+    adapter = FakeAdapter(lambda page, size: (429, {"error": {"errorCode": "420"}}))
+    client = NsmlClient(make_settings(retries=2), adapter=adapter)
+    with pytest.raises(ThrottledError, match="HTTP 429"):
+        client.fetch_runs(time.monotonic() + 30)
+    assert adapter.pages == [1, 1, 1]
+
+
+@pytest.mark.parametrize("failure", [None, "status", "timeout"])
+def test_a_collection_leaves_nothing_for_the_cycle_collector(failure: str | None) -> None:
+    """A reference cycle through a failed page's error (its traceback, or a future's) would keep
+    every page read so far alive until a full GC (seen: +38 MB per timed-out scrape at 100,000
+    runs)."""
+    runs = pages_of(500)
+    pages = serve(runs)
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        if page == 3 and failure == "status":
+            return 400, {"error": {"errorCode": 100, "message": "Bad Request Exception"}}
+        if page == 3 and failure == "timeout":
+            raise TimeoutError("timed out")  # as a socket read would
+        return pages(page, size)  # type: ignore[no-any-return]
+
+    client = NsmlClient(make_settings(page_size=50, retries=0), adapter=FakeAdapter(handler))
+
+    def collect() -> None:
+        try:
+            client.fetch_runs(deadline=time.monotonic() + 30)
+        except (HTTPStatusError, RequestTimeoutError):
+            assert failure is not None
+
+    collect()  # the pool's threads start
+    gc.collect()
+    gc.disable()
+    try:
+        collect()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+        client.close()
