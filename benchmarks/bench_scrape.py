@@ -1,9 +1,12 @@
 """Scrape benchmark: nsml-exporter against a naive baseline and the network floor, in one run.
 
-Starts the NSML simulator (its own process) with N runs and a fixed latency per page, then, for
-nsml-exporter (defaults: PAGE_SIZE 100, CONCURRENCY 4) and for the baseline in
-`naive_exporter.py`, each in its own process, measures: median scrape wall time, exporter CPU
-seconds per scrape, peak RSS, and the upstream requests made when 4 scrapers hit at once.
+Starts the NSML simulator (its own process) over HTTPS, as the real API is served, with a
+certificate made in the run and trusted through REQUESTS_CA_BUNDLE, with N runs and a fixed
+latency per page. Then, for nsml-exporter (defaults: PAGE_SIZE 100, CONCURRENCY 4) and for the
+baseline in `naive_exporter.py`, each in its own process, it scrapes `/metrics` the way
+Prometheus does (its Accept and Accept-Encoding headers) and measures: median scrape wall time,
+exporter CPU seconds per scrape, peak RSS, and the upstream requests made when 4 scrapers hit at
+once.
 
     python benchmarks/bench_scrape.py                      # 10,000 runs, 50 ms per page
     python benchmarks/bench_scrape.py --scale              # plus the 1k / 10k / 100k table
@@ -25,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +39,63 @@ import requests
 HERE = Path(__file__).resolve().parent
 ACCESS, SECRET = "bench-access", "bench-secret"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+#: What Prometheus 2.x sends when it scrapes (scrape.go's acceptHeader), gzip included.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for 127.0.0.1 that it signed: (ca, cert, key) as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def builder(subject: x509.Name, public: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca = (
+        builder(ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        builder(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), key.public_key())
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
 
 
 def free_port() -> int:
@@ -71,9 +132,11 @@ def wait_ready(url: str, timeout: float = 30) -> None:
 class Simulator:
     proc: subprocess.Popen[str]
     base_url: str
+    ca: Path
 
     @classmethod
     def start(cls, runs: int, latency: float) -> Simulator:
+        ca, cert, key = make_certificate(Path(tempfile.mkdtemp(prefix="nsml-bench-")))
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -89,16 +152,22 @@ class Simulator:
                 ACCESS,
                 "--secret-key",
                 SECRET,
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
             ],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert proc.stdout is not None
-        return cls(proc, proc.stdout.readline().strip())
+        return cls(proc, proc.stdout.readline().strip(), ca)
 
     def upstream_requests(self) -> int:
         root = self.base_url.split("/nsml/")[0]
-        stats: dict[str, int] = requests.get(root + "/_sim/stats", timeout=5).json()
+        stats: dict[str, int] = requests.get(
+            root + "/_sim/stats", timeout=5, verify=str(self.ca)
+        ).json()
         return stats.get("runs", 0)
 
     def stop(self) -> None:
@@ -122,11 +191,13 @@ class Result:
 
 
 def measure(name: str, command: list[str], port: int, sim: Simulator, scrapes: int) -> Result:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(sim.ca)}
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         wait_ready(f"http://127.0.0.1:{port}/healthz")
         session = requests.Session()
+        session.headers.update(PROMETHEUS_HEADERS)
         body = session.get(url, timeout=120).text  # warm-up: imports, connection pools
         wall, cpu = [], []
         for _ in range(scrapes):
@@ -140,7 +211,7 @@ def measure(name: str, command: list[str], port: int, sim: Simulator, scrapes: i
 
         def scrape() -> None:
             barrier.wait()
-            requests.get(url, timeout=120)
+            requests.get(url, timeout=120, headers=PROMETHEUS_HEADERS)
 
         threads = [threading.Thread(target=scrape) for _ in range(4)]
         for thread in threads:
@@ -182,6 +253,8 @@ def ours(port: int, sim: Simulator, extra: list[str]) -> list[str]:
         SECRET,
         "--log-level",
         "error",
+        "--min-interval",
+        "0",  # every timed scrape must collect: the interval would serve most from memory
         *extra,
     ]
 

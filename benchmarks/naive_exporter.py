@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import requests
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.exposition import choose_encoder
 from pydantic import BaseModel
 
 KST = ZoneInfo("Asia/Seoul")
@@ -70,7 +71,7 @@ def parse_time(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=KST).timestamp()
 
 
-def render(base_url: str, access_key: str, secret_key: str) -> bytes:
+def render(base_url: str, access_key: str, secret_key: str) -> CollectorRegistry:
     registry = CollectorRegistry()
     up = Gauge("nsml_up", "API readable", registry=registry)
     count = Gauge(
@@ -85,7 +86,7 @@ def render(base_url: str, access_key: str, secret_key: str) -> bytes:
         runs, total_count = fetch_runs(base_url, access_key, secret_key)
     except Exception:
         up.set(0)
-        return generate_latest(registry)
+        return registry
     up.set(1)
     total.set(total_count)
     for run in runs:
@@ -103,7 +104,7 @@ def render(base_url: str, access_key: str, secret_key: str) -> bytes:
             age.labels(*values).set(time.time() - start)
             created.labels(*values).set(start)
             updated.labels(*values).set(parse_time(run.updateTime))
-    return generate_latest(registry)
+    return registry
 
 
 def main() -> None:
@@ -111,9 +112,14 @@ def main() -> None:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = b"ok\n" if self.path == "/healthz" else render(base_url, access_key, secret_key)
+            if self.path == "/healthz":
+                body, content_type = b"ok\n", "text/plain"
+            else:
+                registry = render(base_url, access_key, secret_key)
+                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                body = encoder(registry)
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -53,7 +55,22 @@ def _start_demo(settings: Settings) -> tuple[Settings, SimulatorServer]:
     return settings, sim
 
 
+def _limit_malloc_arenas() -> None:
+    """Two glibc malloc arenas, unless MALLOC_ARENA_MAX says otherwise.
+
+    glibc gives new threads arenas of their own, and every connection and page fetch runs on a
+    thread: memory freed in one arena is not reused by another (see docs/performance.md).
+    """
+    try:
+        if "MALLOC_ARENA_MAX" in os.environ or not os.confstr("CS_GNU_LIBC_VERSION"):
+            return
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+    except (ValueError, OSError, AttributeError):  # not glibc: nothing to do
+        return
+
+
 def main(argv: list[str] | None = None) -> int:
+    _limit_malloc_arenas()
     try:
         args, settings = parse_args(argv)
         web = load_web_config(settings.web_config_file)
@@ -90,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: Settings, registry: CollectorRegistry, web: WebConfig) -> int:
     try:
-        server = ExporterServer((settings.listen_address, settings.port), registry, web)
+        server = ExporterServer(
+            (settings.listen_address, settings.port),
+            registry,
+            web,
+            max_connections=settings.max_connections,
+            header_timeout=settings.header_timeout,
+        )
     except OSError as error:
         where = f"{settings.listen_address}:{settings.port}"
         return _fail_config(
@@ -117,8 +140,8 @@ def _serve(settings: Settings, registry: CollectorRegistry, web: WebConfig) -> i
         settings.base_url,
     )
     stop.wait()
-    server.shutdown()
-    server.server_close()
+    if not server.stop(settings.shutdown_grace):
+        log.warning("scrapes still in flight after SHUTDOWN_GRACE (%gs)", settings.shutdown_grace)
     return 0
 
 

@@ -102,6 +102,22 @@ class Settings(BaseSettings):
         description="seconds between the starts of two collections; a scrape sooner than that "
         "is served the last one (protects the API quota from a flood of scrapes)",
     )
+    max_connections: int = Field(
+        512, ge=1, le=100_000, description="connections served at once; more are answered 503"
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="seconds a request (TLS handshake, request line, headers) has to arrive "
+        "whole, however slowly it trickles; also the longest an idle connection is kept",
+    )
+    shutdown_grace: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="seconds that scrapes in flight get to finish after SIGTERM",
+    )
     timezone: str = Field("Asia/Seoul", description="IANA zone of createTime/updateTime")
     known_statuses: CommaList = Field(
         ["RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED"],

@@ -9,9 +9,10 @@ than silently ignored: a security setting that does nothing is worse than none.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
+import os
+import secrets
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -46,40 +47,81 @@ TLS_KEYS = {
     "min_version",
     "max_version",
 }
-# A valid hash of a random password: unknown users cost as much as known ones.
-_DUMMY_HASH = bcrypt.hashpw(b"nsml-exporter-no-such-user", bcrypt.gensalt(rounds=10))
+#: bcrypt reads at most 72 bytes of a password; bcrypt 5 refuses longer ones outright.
+BCRYPT_MAX_PASSWORD = 72
+
+
+def _cost(hashed: bytes) -> int:
+    """The cost of a `$2b$12$...` hash."""
+    try:
+        return int(hashed.split(b"$")[2])
+    except (IndexError, ValueError):
+        return 10
+
+
+class AuthBusy(Exception):
+    """Too many password checks are running: refuse rather than queue (answered 429)."""
 
 
 @dataclass
 class BasicAuth:
-    """Checks `Authorization: Basic ...` against bcrypt hashes, in constant time.
+    """Checks `Authorization: Basic ...` against bcrypt hashes.
 
-    bcrypt is slow on purpose; a verified (user, password) pair is remembered as a SHA-256
-    digest so that a Prometheus scraping every few seconds does not cost a bcrypt each time.
+    - A verified (user, password) pair is remembered as a SHA-256 digest, so a Prometheus
+      scraping every few seconds costs no bcrypt after the first scrape, and never waits behind
+      the checks of other clients.
+    - An unknown user is checked against a dummy hash of the highest configured cost: it takes
+      as long as a known user with a wrong password, so user names do not leak by timing.
+    - At most `slots` bcrypt checks run at once (by default half the cores, at least one); a
+      request that would wait longer than `wait` seconds for one is refused with `AuthBusy`.
     """
 
     users: dict[str, bytes]
+    slots: int = max(1, (os.cpu_count() or 2) // 2)
+    wait: float = 1.0
     _verified: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def check(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
-            return False
+    def __post_init__(self) -> None:
+        cost = max((_cost(hashed) for hashed in self.users.values()), default=10)
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+        self._checks = threading.BoundedSemaphore(self.slots)
+
+    @staticmethod
+    def credentials(header: str | None) -> tuple[str, bytes] | None:
+        """(user, password) from `Basic <base64>` (scheme case-insensitive, RFC 7617)."""
+        scheme, _, encoded = (header or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return None
         try:
-            user, sep, password = (
-                base64.b64decode(header[6:], validate=True).decode().partition(":")
-            )
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+        except ValueError:  # not base64, not ASCII, not UTF-8 (binascii.Error and
+            return None  # UnicodeDecodeError are ValueErrors)
+        user, sep, password = decoded.partition(":")
+        return (user, password.encode()) if sep else None
+
+    def check(self, header: str | None) -> bool:
+        """True for a known user's right password; raises `AuthBusy` under a flood."""
+        found = self.credentials(header)
+        if found is None:
             return False
-        if not sep:
-            return False
-        digest = hashlib.sha256(f"{user}\0{password}".encode()).digest()
+        user, password = found
+        digest = hashlib.sha256(user.encode() + b"\0" + password).digest()
         with self._lock:
             known = self._verified.get(user)
         if known is not None and hmac.compare_digest(known, digest):
             return True
         hashed = self.users.get(user)
-        if not bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) or hashed is None:
+        # A password bcrypt cannot take never matches, but costs a check like any wrong one.
+        if hashed is None or len(password) > BCRYPT_MAX_PASSWORD:
+            hashed = self._dummy
+        if not self._checks.acquire(timeout=self.wait):
+            raise AuthBusy("too many password checks at once")
+        try:
+            matched = bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
+        finally:
+            self._checks.release()
+        if not matched or hashed is self._dummy:
             return False
         with self._lock:
             self._verified[user] = digest

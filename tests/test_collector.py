@@ -379,3 +379,37 @@ def test_request_counters_and_latency_histogram_follow_the_client() -> None:
     assert scraped.value("nsml_api_requests_total", code="503") == 1
     assert scraped.value("nsml_api_requests_total", code="200") == 1
     assert scraped.value("nsml_api_request_duration_seconds_count") == 2
+
+
+def test_last_success_stays_at_the_last_success_while_the_clock_moves_on() -> None:
+    clock = [NOW]
+    outcomes = iter([False, True, False, False])
+
+    def fetch(deadline: float) -> RunList:
+        if next(outcomes):
+            return run_list([api_run("p1", "1")])
+        raise HTTPStatusError("page 1: HTTP 503 Endpoint Error")
+
+    registry = registry_for(fetch, wall_clock=lambda: clock[0])
+    assert Scraped(registry).value("nsml_last_success_timestamp_seconds") == 0  # never yet
+    clock[0] += 60
+    assert Scraped(registry).value("nsml_last_success_timestamp_seconds") == NOW + 60
+    for _ in range(2):
+        clock[0] += 60
+        failed = Scraped(registry)
+        assert failed.value("nsml_up") == 0
+        assert failed.value("nsml_last_success_timestamp_seconds") == NOW + 60
+
+
+def test_min_interval_serves_the_last_collection_to_scrapes_that_come_sooner() -> None:
+    calls = 0
+
+    def fetch(deadline: float) -> RunList:
+        nonlocal calls
+        calls += 1
+        return run_list([])
+
+    registry = registry_for(fetch, min_interval=3600)
+    for _ in range(5):
+        assert Scraped(registry).value("nsml_up") == 1
+    assert calls == 1

@@ -65,8 +65,10 @@ def test_tls_serves_https_and_refuses_plain_http(
     )
     response = exporter.get()
     assert response.status_code == 200 and "nsml_up 1.0" in response.text
-    with pytest.raises(requests.ConnectionError):
-        requests.get(exporter.url.replace("https://", "http://") + "/metrics", timeout=5)
+    # Plain HTTP to the TLS port: a 400 that says why, and no metrics.
+    plain = requests.get(exporter.url.replace("https://", "http://") + "/metrics", timeout=5)
+    assert plain.status_code == 400
+    assert "HTTPS" in plain.text and "nsml_up" not in plain.text
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(exporter.url + "/metrics", timeout=5)  # untrusted without the CA
 
