@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 RUN_LABELS = ["project_id", "project", "run", "run_type", "status", "creator"]
 COUNT_LABELS = ["project_id", "project", "status", "run_type"]
+FINISHED_LABELS = ["project_id", "project", "run_type", "status"]
 #: A run created further than this in the future means TIMEZONE is wrong, not clock drift.
 FUTURE_TOLERANCE = 120.0
 
@@ -53,6 +54,9 @@ class NsmlCollector(Collector):
             series_statuses=frozenset(settings.run_series_statuses),
             max_run_series=settings.max_run_series,
             zone=settings.zone,
+            active_statuses=frozenset(settings.active_statuses),
+            duration_buckets=tuple(settings.duration_buckets),
+            finished_age_buckets=tuple(settings.finished_age_buckets),
         )
         self._statuses: dict[str, None] = dict.fromkeys(settings.known_statuses)
         self._statuses_lock = threading.Lock()
@@ -178,6 +182,36 @@ class NsmlCollector(Collector):
         yield age
         yield created
         yield updated
+        yield from self._finished_families(snap)
+
+    def _finished_families(self, snap: Snapshot) -> Iterator[Metric]:
+        rules = self._rules
+        for name, doc, histograms, bounds in (
+            (
+                "nsml_run_duration_seconds",
+                "updateTime minus createTime of finished runs (status not in ACTIVE_STATUSES)",
+                snap.durations,
+                rules.duration_buckets,
+            ),
+            (
+                "nsml_run_finished_age_seconds",
+                "Now minus updateTime of finished runs: how long ago they finished",
+                snap.finished_ages,
+                rules.finished_age_buckets,
+            ),
+        ):
+            family = GaugeHistogramMetricFamily(name, doc, labels=FINISHED_LABELS)
+            for key, histogram in histograms.items():
+                family.add_metric(key, histogram.cumulative(bounds), histogram.total)
+            yield family
+        last = GaugeMetricFamily(
+            "nsml_project_last_created_timestamp_seconds",
+            "The newest createTime among the project's runs, Unix seconds",
+            labels=["project_id", "project"],
+        )
+        for project, created_at in snap.last_created.items():
+            last.add_metric(project, created_at)
+        yield last
 
     def _warn_future(self, run: Run, ahead: float) -> None:
         if self._warned_future:

@@ -37,6 +37,7 @@ DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
 KEY_FILES = {"access_key": "access-key", "secret_key": "secret-key", "api_key": "api-key"}
 
 CommaList = Annotated[list[str], NoDecode]
+BucketList = Annotated[list[float], NoDecode]
 #: Whether the keys are required (all but `--demo`): set by `parse_args` around validation, so
 #: that missing keys are named in the same line as every other invalid setting.
 _KEYS_REQUIRED: ContextVar[bool] = ContextVar("keys_required", default=False)
@@ -127,6 +128,20 @@ class Settings(BaseSettings):
         ["RUN_STATE_IN_PROGRESS"],
         description="statuses whose runs get per-run series, comma-separated",
     )
+    active_statuses: CommaList = Field(
+        ["RUN_STATE_IN_PROGRESS"],
+        description="statuses of runs still going; every other status counts as finished",
+    )
+    duration_buckets: BucketList = Field(
+        [60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800],
+        description="upper bounds (seconds) of nsml_run_duration_seconds, comma-separated; "
+        "+Inf is implied",
+    )
+    finished_age_buckets: BucketList = Field(
+        [900, 3600, 21600, 86400, 604800, 2592000],
+        description="upper bounds (seconds) of nsml_run_finished_age_seconds, comma-separated; "
+        "+Inf is implied",
+    )
     max_run_series: int = Field(
         1000, ge=0, description="cap on runs with per-run series (oldest first are kept)"
     )
@@ -157,13 +172,31 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, KeyFilesSource(settings_cls)
 
-    @field_validator("known_statuses", "run_series_statuses", "projects", mode="before")
+    @field_validator(
+        "known_statuses", "run_series_statuses", "active_statuses", "projects", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
             return cls._split_commas(value[0])
+        return value
+
+    @field_validator("duration_buckets", "finished_age_buckets", mode="before")
+    @classmethod
+    def _split_buckets(cls, value: Any) -> Any:
+        return cls._split_commas(value)
+
+    @field_validator("duration_buckets", "finished_age_buckets")
+    @classmethod
+    def _check_buckets(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("needs at least one bound")
+        if any(not 0 < bound < float("inf") for bound in value):
+            raise ValueError("bounds must be positive numbers of seconds (+Inf is implied)")
+        if sorted(set(value)) != value:
+            raise ValueError("bounds must be in increasing order, each once")
         return value
 
     @field_validator("access_key", "secret_key", "api_key", mode="before")

@@ -2,18 +2,45 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
+from math import inf
 from operator import itemgetter
 from zoneinfo import ZoneInfo
+
+from prometheus_client.utils import floatToGoString
 
 from .errors import InvalidResponseError
 from .models import Run, to_timestamp
 from .paging import RunList
 
 CountKey = tuple[str, str, str, str]  # project_id, project, status, run_type
+HistogramKey = tuple[str, str, str, str]  # project_id, project, run_type, status
 _PROJECT = itemgetter("projectId", "projectName")
+
+
+@dataclass(slots=True)
+class Histogram:
+    """Observations bucketed by upper bounds (`le`); the last bucket is +Inf."""
+
+    counts: list[int]
+    total: float = 0.0
+
+    @classmethod
+    def empty(cls, bounds: tuple[float, ...]) -> Histogram:
+        return cls([0] * (len(bounds) + 1))
+
+    def observe(self, bounds: tuple[float, ...], value: float) -> None:
+        self.counts[bisect_left(bounds, value)] += 1  # value <= bound: that bound's bucket
+        self.total += value
+
+    def cumulative(self, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+        """`(le, count)` pairs as prometheus_client's histogram families take them."""
+        les = [*map(floatToGoString, bounds), "+Inf"]
+        return list(zip(les, accumulate(self.counts), strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +56,11 @@ class Snapshot:
     omitted: int = 0
     total_count: int | None = None
     error: str = ""
+    #: Finished runs: updateTime minus createTime, and now minus updateTime.
+    durations: dict[HistogramKey, Histogram] = field(default_factory=dict)
+    finished_ages: dict[HistogramKey, Histogram] = field(default_factory=dict)
+    #: (project_id, project) -> the newest createTime among its runs.
+    last_created: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +71,9 @@ class Rules:
     series_statuses: frozenset[str]
     max_run_series: int
     zone: ZoneInfo
+    active_statuses: frozenset[str] = frozenset({"RUN_STATE_IN_PROGRESS"})
+    duration_buckets: tuple[float, ...] = ()
+    finished_age_buckets: tuple[float, ...] = ()
 
 
 def timestamps(run: Run, zone: ZoneInfo) -> tuple[float, float]:
@@ -82,6 +117,7 @@ def summarize(
         if run["status"] in rules.series_statuses
     ]
     timed.sort(key=lambda item: (item[1], item[0]["projectId"], item[0]["runName"]))
+    durations, finished_ages, last_created = _finished(runs, names, rules, finished)
     cap = rules.max_run_series
     return Snapshot(
         ok=True,
@@ -91,4 +127,35 @@ def summarize(
         series=tuple(timed[:cap]),
         omitted=max(0, len(timed) - cap),
         total_count=run_list.total_count,
+        durations=durations,
+        finished_ages=finished_ages,
+        last_created=last_created,
     )
+
+
+Histograms = dict[HistogramKey, Histogram]
+
+
+def _finished(
+    runs: Iterable[Run], names: dict[str, str], rules: Rules, now: float
+) -> tuple[Histograms, Histograms, dict[tuple[str, str], float]]:
+    """Both histograms of finished runs, and each project's newest createTime, in one pass."""
+    durations: Histograms = {}
+    ages: Histograms = {}
+    newest: dict[str, float] = {}
+    active, zone = rules.active_statuses, rules.zone
+    by_duration, by_age = rules.duration_buckets, rules.finished_age_buckets
+    for run in runs:
+        project_id = run["projectId"]
+        created, updated = timestamps(run, zone)
+        if created > newest.get(project_id, -inf):
+            newest[project_id] = created
+        if run["status"] in active:
+            continue
+        key = (project_id, names[project_id], run.get("runType", ""), run["status"])
+        if key not in durations:
+            durations[key] = Histogram.empty(by_duration)
+            ages[key] = Histogram.empty(by_age)
+        durations[key].observe(by_duration, updated - created)
+        ages[key].observe(by_age, now - updated)
+    return durations, ages, {(pid, names[pid]): at for pid, at in newest.items()}

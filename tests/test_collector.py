@@ -22,6 +22,11 @@ from exporter.selfmetrics import ExporterMetrics
 from tests.conftest import FakeAdapter, api_run, load_fixture, make_settings
 
 KST = ZoneInfo("Asia/Seoul")
+FINISHED_FAMILIES = (
+    "nsml_run_duration_seconds",
+    "nsml_run_finished_age_seconds",
+    "nsml_project_last_created_timestamp_seconds",
+)
 NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
 
 
@@ -259,7 +264,9 @@ def test_full_exposition_of_a_small_list() -> None:
     lines = [
         line
         for line in generate_latest(registry).decode().splitlines()
-        if line.startswith("nsml_") and "_bucket" not in line
+        if line.startswith("nsml_")
+        and "_bucket" not in line
+        and not line.startswith(FINISHED_FAMILIES)  # their own tests below
     ]
     pid = 'project="project",project_id="******ygz0iujn******"'
     run = f'creator="ncp-user-2689076",{pid},run="2",run_type="NOTEBOOK"'
@@ -413,3 +420,104 @@ def test_min_interval_serves_the_last_collection_to_scrapes_that_come_sooner() -
     for _ in range(5):
         assert Scraped(registry).value("nsml_up") == 1
     assert calls == 1
+
+
+def histogram(registry: CollectorRegistry, name: str, **labels: str) -> dict[str, float]:
+    """{le: cumulative count} of one gauge histogram's series."""
+    return {
+        sample.labels["le"]: sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == f"{name}_bucket"
+        and {k: v for k, v in sample.labels.items() if k != "le"} == labels
+    }
+
+
+def test_finished_runs_are_bucketed_by_duration_and_by_how_long_ago_they_finished() -> None:
+    # NOW is 2024-09-03 12:00:00 KST.
+    runs = [
+        api_run("p1", "1", created="2024-09-03 10:00:00", updateTime="2024-09-03 10:00:30"),
+        api_run("p1", "2", created="2024-09-03 09:00:00", updateTime="2024-09-03 11:30:00"),
+        api_run(
+            "p1",
+            "3",
+            "RUN_STATE_FAILED",
+            created="2024-09-01 12:00:00",
+            updateTime="2024-09-02 11:00:00",
+        ),
+        api_run("p1", "4", "RUN_STATE_IN_PROGRESS", created="2024-09-01 00:00:00"),
+        api_run(
+            "p1",
+            "5",
+            "RUN_STATE_PAUSED_BY_NOBODY_KNOWS",
+            created="2024-09-03 11:00:00",
+            updateTime="2024-09-03 11:00:00",
+        ),
+        api_run("p2", "1", created="2024-09-03 11:59:00", runType="TRAIN"),
+    ]
+    registry = scrape(runs, duration_buckets="60,3600,86400", finished_age_buckets="900,86400")
+    p1 = {"project_id": "p1", "project": "name-p1", "run_type": "NOTEBOOK"}
+    completed = dict(p1, status="RUN_STATE_COMPLETED")
+    # Run 1 took 30 s, run 2 2.5 h; run 2 finished 30 min ago, run 1 two hours ago.
+    assert histogram(registry, "nsml_run_duration_seconds", **completed) == {
+        "60.0": 1,
+        "3600.0": 1,
+        "86400.0": 2,
+        "+Inf": 2,
+    }
+    assert histogram(registry, "nsml_run_finished_age_seconds", **completed) == {
+        "900.0": 0,
+        "86400.0": 2,
+        "+Inf": 2,
+    }
+    assert value(registry, "nsml_run_duration_seconds_gsum", **completed) == 30 + 9000
+    failed = dict(p1, status="RUN_STATE_FAILED")  # 23 h long, finished 25 h ago
+    assert histogram(registry, "nsml_run_duration_seconds", **failed)["86400.0"] == 1
+    assert histogram(registry, "nsml_run_finished_age_seconds", **failed) == {
+        "900.0": 0,
+        "86400.0": 0,
+        "+Inf": 1,
+    }
+    # A status no document lists is finished too; an active one is in neither histogram.
+    odd = dict(p1, status="RUN_STATE_PAUSED_BY_NOBODY_KNOWS")
+    assert histogram(registry, "nsml_run_duration_seconds", **odd)["60.0"] == 1
+    active = dict(p1, status="RUN_STATE_IN_PROGRESS")
+    assert histogram(registry, "nsml_run_duration_seconds", **active) == {}
+    assert histogram(registry, "nsml_run_finished_age_seconds", **active) == {}
+    # Each project's newest createTime, whatever the run's status.
+    kst = ZoneInfo("Asia/Seoul")
+    newest = {
+        pid: datetime(2024, 9, 3, *hm, tzinfo=kst).timestamp()
+        for pid, hm in (("p1", (11, 0)), ("p2", (11, 59)))
+    }
+    for pid, expected in newest.items():
+        assert (
+            value(
+                registry,
+                "nsml_project_last_created_timestamp_seconds",
+                project_id=pid,
+                project=f"name-{pid}",
+            )
+            == expected
+        )
+
+
+def test_active_statuses_decide_what_counts_as_finished() -> None:
+    runs = [api_run("p1", "1", "RUN_STATE_PENDING")]
+    labels = {"project_id": "p1", "project": "name-p1", "run_type": "NOTEBOOK"}
+    pending = dict(labels, status="RUN_STATE_PENDING")
+    assert histogram(scrape(runs), "nsml_run_duration_seconds", **pending)["+Inf"] == 1
+    held = scrape(runs, active_statuses="RUN_STATE_IN_PROGRESS,RUN_STATE_PENDING")
+    assert histogram(held, "nsml_run_duration_seconds", **pending) == {}
+
+
+def test_a_failed_collection_serves_no_finished_run_families() -> None:
+    def fetch(deadline: float) -> RunList:
+        raise HTTPStatusError("page 1: HTTP 503 Endpoint Error")
+
+    scraped = Scraped(registry_for(fetch))
+    assert not scraped.names & {
+        "nsml_run_duration_seconds",
+        "nsml_run_finished_age_seconds",
+        "nsml_project_last_created_timestamp_seconds",
+    }

@@ -1,7 +1,8 @@
-"""End to end: a real Prometheus scrapes a real exporter process (demo mode: the exporter talks
-over HTTP to its NSML simulator) every second, with the shipped alert rules loaded. Every
-dashboard query, with template variables filled as Grafana fills them, must parse and return
-data; every alert rule must evaluate cleanly."""
+"""End to end: a real Prometheus scrapes two real exporter processes (demo mode: each talks over
+HTTP to its own NSML simulator) every second, in a job named "nsml" (not "nsml-exporter"), with
+the shipped alert rules loaded for that job. Every dashboard query, with template variables
+filled as Grafana fills them, must parse and return data for each exporter, never summed across
+them; every alert rule must evaluate cleanly."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ExporterProcess, free_port, require_binary
 
@@ -24,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = json.loads((ROOT / "grafana" / "nsml-exporter.json").read_text())
 RULES = ROOT / "prometheus" / "nsml-exporter.rules.yml"
 SCRAPE_INTERVAL = 1
+JOB = "nsml"
 
 
 class Prometheus:
@@ -49,14 +53,22 @@ class Prometheus:
         return result
 
 
+@dataclass
+class Stack:
+    prometheus: Prometheus
+    exporters: dict[str, ExporterProcess]  # by target (instance)
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus, str]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prometheus_bin = require_binary("prometheus")
     from tests.conftest import start_exporter
 
     tmp = tmp_path_factory.mktemp("e2e")
-    exporter: ExporterProcess = start_exporter(tmp, ["--demo"])
-    target = exporter.url.removeprefix("http://")
+    exporters = [start_exporter(tmp, ["--demo"]) for _ in range(2)]
+    targets = {e.url.removeprefix("http://"): e for e in exporters}
+    rules = tmp / "nsml-exporter.rules.yml"  # the job named in its one place
+    rules.write_text(RULES.read_text().replace('up{job="nsml-exporter"}', f'up{{job="{JOB}"}}'))
     port = free_port()
     config = {
         "global": {
@@ -64,10 +76,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
             "evaluation_interval": f"{SCRAPE_INTERVAL}s",
             "scrape_timeout": f"{SCRAPE_INTERVAL}s",
         },
-        "rule_files": [str(RULES)],
-        "scrape_configs": [
-            {"job_name": "nsml-exporter", "static_configs": [{"targets": [target]}]}
-        ],
+        "rule_files": [str(rules)],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": list(targets)}]}],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = (tmp / "prometheus.log").open("w")
@@ -86,7 +96,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(requests.RequestException, AssertionError, LookupError):
-                if len(prometheus.query_range('nsml_up{job="nsml-exporter"}')[0]["values"]) >= 8:
+                series = prometheus.query_range(f'nsml_up{{job="{JOB}"}}')
+                if len(series) == 2 and min(len(s["values"]) for s in series) >= 8:
                     break
             assert proc.poll() is None, (tmp / "prometheus.log").read_text()
             time.sleep(0.5)
@@ -94,82 +105,139 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prometheus
             raise AssertionError(
                 "Prometheus never collected 8 scrapes:\n" + (tmp / "prometheus.log").read_text()
             )
-        yield prometheus, target
+        yield Stack(prometheus, targets)
     finally:
         proc.terminate()
         proc.wait(10)
         log.close()
-        exporter.stop()
+        for exporter in exporters:
+            exporter.stop()
 
 
 def panels() -> list[dict[str, Any]]:
     return [p for p in DASHBOARD["panels"] if p["type"] != "row"]
 
 
-def fill(expr: str, project: str, status: str) -> str:
+def fill(expr: str, project: str = ".*", status: str = ".*", instance: str = ".*") -> str:
     """Template variables as Grafana substitutes them for Prometheus."""
     return (
         expr.replace("$__rate_interval", f"{4 * SCRAPE_INTERVAL}s")
+        .replace("$job", JOB)
+        .replace("$instance", instance)
         .replace("$project", project)
         .replace("$status", status)
     )
 
 
-def test_the_target_is_up_and_healthy(stack: tuple[Prometheus, str]) -> None:
-    prometheus, target = stack
-    targets = prometheus.get("/api/v1/targets")["activeTargets"]
-    assert [(t["labels"]["instance"], t["health"]) for t in targets] == [(target, "up")]
-    assert float(prometheus.query("nsml_up")[0]["value"][1]) == 1
+def run(prometheus: Prometheus, target: dict[str, Any], expr: str) -> list[dict[str, Any]]:
+    if target.get("instant", False):
+        return prometheus.query(expr)
+    return prometheus.query_range(expr)
 
 
-def test_template_variables_find_values(stack: tuple[Prometheus, str]) -> None:
-    prometheus, _ = stack
+def test_both_targets_are_up_in_a_job_not_named_nsml_exporter(stack: Stack) -> None:
+    targets = stack.prometheus.get("/api/v1/targets")["activeTargets"]
+    assert sorted((t["labels"]["job"], t["labels"]["instance"], t["health"]) for t in targets) == [
+        (JOB, instance, "up") for instance in sorted(stack.exporters)
+    ]
+    assert [float(r["value"][1]) for r in stack.prometheus.query("nsml_up")] == [1, 1]
+
+
+def test_template_variables_find_values(stack: Stack) -> None:
+    prometheus = stack.prometheus
     variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
-    for name in ("project", "status"):
-        definition = variables[name]["definition"]
-        metric, label = re.fullmatch(r"label_values\((\w+), (\w+)\)", definition).groups()  # type: ignore[union-attr]
-        values = prometheus.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
-        assert values, definition
-    projects = prometheus.get("/api/v1/label/project/values", **{"match[]": "nsml_runs"})
-    assert "음성인식-팀" in projects
+    assert list(variables) == ["datasource", "job", "instance", "project", "status"]
+    found = {}
+    for name in ("job", "instance", "project", "status"):
+        definition = fill(variables[name]["definition"])
+        match = re.fullmatch(r"label_values\((\w+(?:\{.*\})?), (\w+)\)", definition)
+        assert match, definition
+        found[name] = prometheus.get(f"/api/v1/label/{match[2]}/values", **{"match[]": match[1]})
+    assert found["job"] == [JOB]
+    assert sorted(found["instance"]) == sorted(stack.exporters)
+    assert "음성인식-팀" in found["project"]
+    assert "RUN_STATE_IN_PROGRESS" in found["status"]
 
 
-@pytest.mark.parametrize("selection", ["all", "one project"])
+@pytest.mark.parametrize("selection", ["all", "one project", "one instance"])
 @pytest.mark.parametrize("panel", panels(), ids=lambda p: p["title"])
-def test_every_dashboard_panel_returns_data(
-    stack: tuple[Prometheus, str], panel: dict[str, Any], selection: str
+def test_every_dashboard_panel_returns_data_per_exporter(
+    stack: Stack, panel: dict[str, Any], selection: str
 ) -> None:
-    prometheus, _ = stack
-    project, status = ".*", ".*"
+    """Data for every panel; every series carries its exporter's instance, so two exporters are
+    never summed; one instance selected shows that instance alone."""
+    project, instance = ".*", ".*"
     if selection == "one project":
-        project, status = "vision-research", "RUN_STATE_IN_PROGRESS|RUN_STATE_COMPLETED"
+        project = "vision-research"
+    chosen = sorted(stack.exporters)[0]
+    if selection == "one instance":
+        instance = chosen.replace(".", "\\\\.")
     assert panel["fieldConfig"]["defaults"].get("unit"), "every panel has a unit"
+    assert 'job="' not in json.dumps(panel), "no hard-coded job"
     for target in panel["targets"]:
-        expr = fill(target["expr"], project, status)
+        expr = fill(target["expr"], project=project, instance=instance)
         assert "$" not in expr, expr
-        instant = target.get("instant", False)
-        result = prometheus.query(expr) if instant else prometheus.query_range(expr)
+        result = run(stack.prometheus, target, expr)
         assert result, f"{panel['title']}: no data for {expr}"
+        instances = {series["metric"].get("instance") for series in result}
+        expected = {chosen} if selection == "one instance" else set(stack.exporters)
+        assert instances == expected, (panel["title"], expr, instances)
 
 
-def test_every_alert_rule_evaluates_cleanly(stack: tuple[Prometheus, str]) -> None:
-    prometheus, _ = stack
+def test_status_is_honoured_by_every_panel_that_shows_statuses(stack: Stack) -> None:
+    for panel in panels():
+        for target in panel["targets"]:
+            if "status" not in target["expr"]:
+                continue
+            assert "$status" in target["expr"], (panel["title"], target["expr"])
+            expr = fill(target["expr"], status="RUN_STATE_NO_SUCH")
+            assert run(stack.prometheus, target, expr) == [], (panel["title"], expr)
+
+
+def test_runs_in_progress_are_each_exporters_own_never_a_sum(stack: Stack) -> None:
+    panel = next(p for p in panels() if p["title"] == "Runs in progress")
+    shown = {
+        r["metric"]["instance"]: float(r["value"][1])
+        for r in stack.prometheus.query(fill(panel["targets"][0]["expr"]))
+    }
+    for instance, exporter in stack.exporters.items():
+        own = sum(
+            s.value
+            for f in text_string_to_metric_families(exporter.get().text)
+            for s in f.samples
+            if s.name == "nsml_runs" and s.labels["status"] == "RUN_STATE_IN_PROGRESS"
+        )
+        assert own > 0
+        assert abs(shown[instance] - own) <= max(2, 0.1 * own), (instance, shown, own)
+
+
+def test_last_successful_collection_says_never_rather_than_57_years() -> None:
+    panel = next(p for p in panels() if p["title"] == "Last successful collection")
+    assert panel["fieldConfig"]["defaults"]["noValue"] == "never"
+    assert "> 0" in panel["targets"][0]["expr"]  # no sample while the timestamp is 0
+
+
+def test_every_alert_rule_evaluates_cleanly(stack: Stack) -> None:
+    prometheus = stack.prometheus
     groups = prometheus.get("/api/v1/rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
     source = yaml.safe_load(RULES.read_text())
-    assert {r["name"] for r in rules} == {r["alert"] for g in source["groups"] for r in g["rules"]}
+    assert {r["name"] for r in rules} == {
+        r.get("alert", r.get("record")) for g in source["groups"] for r in g["rules"]
+    }
     for rule in rules:
         assert rule["health"] == "ok", rule
         assert rule["lastEvaluation"] != "0001-01-01T00:00:00Z", rule
         prometheus.query(rule["query"])  # parses as a query too
 
 
-def test_long_running_demo_runs_make_the_alert_pending(stack: tuple[Prometheus, str]) -> None:
-    """The demo has notebooks running for days: the alert sees them (pending for its 5m)."""
-    prometheus, _ = stack
-    alerts = prometheus.get("/api/v1/alerts")["alerts"]
+def test_long_running_demo_runs_make_the_alert_pending(stack: Stack) -> None:
+    """The demo has notebooks running for days: the alert sees them (pending for its 5m), for
+    each exporter in the job named in the rules."""
+    alerts = stack.prometheus.get("/api/v1/alerts")["alerts"]
     long_running = [a for a in alerts if a["labels"]["alertname"] == "NSMLRunInProgressTooLong"]
-    assert long_running
+    assert {a["labels"]["instance"] for a in long_running} == set(stack.exporters)
+    assert {a["labels"]["job"] for a in long_running} == {JOB}
     assert {a["state"] for a in long_running} <= {"pending", "firing"}
     assert all(float(a["value"]) > 86400 for a in long_running)
     quiet = {"NSMLApiDown", "NSMLExporterDown", "NSMLExporterAbsent", "NSMLRunSeriesOmitted"}

@@ -17,6 +17,7 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from exporter.settings import Settings  # noqa: E402
 from tests.conftest import require_binary, settings_from  # noqa: E402
+from tests.test_alerts import unit_tests_for_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "nsml-exporter"
@@ -210,21 +211,35 @@ def test_dashboard_configmap_is_the_grafana_dashboard() -> None:
     assert json.loads(configmap["data"]["nsml-exporter.json"]) == shipped
 
 
-def test_prometheus_rule_is_the_rules_file_with_the_chart_threshold(tmp_path: Path) -> None:
+def test_prometheus_rule_is_the_rules_file_for_the_charts_own_job(tmp_path: Path) -> None:
+    """Rendered as release "rel": the ServiceMonitor's jobLabel makes the job "rel", and the
+    rules' unit tests pass with that job (the long-running threshold left at its default)."""
     promtool = require_binary("promtool")
-    rule = only(render(ci_values("full")), "PrometheusRule")
+    docs = render({**ci_values("full"), "prometheusRule": {"enabled": True}})
+    assert only(docs, "ServiceMonitor")["spec"]["jobLabel"] == "app.kubernetes.io/instance"
+    assert only(docs, "Service")["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
+    rendered = only(docs, "PrometheusRule")["spec"]["groups"]
     source = yaml.safe_load((ROOT / "prometheus" / "nsml-exporter.rules.yml").read_text())
-    rendered = rule["spec"]["groups"]
-    names = [r["alert"] for r in rendered[0]["rules"]]
-    assert names == [r["alert"] for r in source["groups"][0]["rules"]]
-    long_running = next(r for r in rendered[0]["rules"] if r["alert"] == "NSMLRunInProgressTooLong")
-    assert long_running["expr"].strip().endswith("> 43200")
-    path = tmp_path / "rendered.rules.yml"
-    path.write_text(yaml.safe_dump({"groups": rendered}))
+    names = [r.get("alert", r.get("record")) for r in rendered[0]["rules"]]
+    assert names == [r.get("alert", r.get("record")) for r in source["groups"][0]["rules"]]
+    assert rendered[0]["rules"][0]["expr"] == 'up{job="rel"}'
+    (tmp_path / "nsml-exporter.rules.yml").write_text(yaml.safe_dump({"groups": rendered}))
+    (tmp_path / "t.yml").write_text(unit_tests_for_job("rel"))
     result = subprocess.run(
-        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+        [promtool, "test", "rules", "t.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_rule_takes_the_charts_threshold() -> None:
+    rule = only(render(ci_values("full")), "PrometheusRule")
+    rules = rule["spec"]["groups"][0]["rules"]
+    long_running = next(r for r in rules if r.get("alert") == "NSMLRunInProgressTooLong")
+    assert "> 43200" in long_running["expr"]
 
 
 def test_chart_files_link_to_the_single_sources() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
 from exporter.population import SimRun
 from exporter.simulator import SimulatorServer
@@ -258,3 +259,86 @@ def test_json_logs_are_one_object_per_line(
     assert {"time", "level", "logger", "msg"} <= set(entries[0])
     assert any(e["level"] == "warning" and "collection failed (auth)" in e["msg"] for e in entries)
     assert any(e["level"] == "info" and "serving http://" in e["msg"] for e in entries)
+
+
+def test_finished_run_histograms_match_the_simulator_exactly(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Durations and finished ages of runs in several finished statuses (QUEUED_FOR_GPU and
+    PREEMPTED are in no document) bucketed exactly as the simulator's runs say, and each
+    project's newest createTime exact. Every time is 30 s off a whole minute, so the few seconds
+    a collection takes never move a run across a bucket bound (all whole minutes)."""
+    rng = random.Random(11)
+    now = float(int(time.time()))
+    runs = []
+    for n in range(400):
+        project_id, name = rng.choice(PROJECTS)
+        status = rng.choice([*STATUSES, "RUN_STATE_PREEMPTED"])
+        duration = rng.randrange(0, 4 * 1440) * 60 + 30.0
+        finished_ago = rng.randrange(0, 40 * 1440) * 60 + 30.0
+        extra = {} if status == "RUN_STATE_IN_PROGRESS" else {"duration": duration}
+        runs.append(
+            sim_run(
+                project_id,
+                str(n),
+                status,
+                created=now - finished_ago - duration,
+                project_name=name,
+                run_type=rng.choice(["NOTEBOOK", "TRAIN"]),
+                **extra,
+            )
+        )
+    simulator.sim.set_runs(runs)
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--page-size", "50"), env=exporter_env()
+    )
+    text = exporter.get().text
+    assert "nsml_up 1.0" in text
+
+    bounds = {
+        "nsml_run_duration_seconds": [
+            60,
+            300,
+            900,
+            1800,
+            3600,
+            7200,
+            14400,
+            28800,
+            86400,
+            172800,
+            604800,
+        ],
+        "nsml_run_finished_age_seconds": [900, 3600, 21600, 86400, 604800, 2592000],
+    }
+    for family, les in bounds.items():
+        truth: Counter[tuple[str, str, str, str]] = Counter()
+        for run in runs:
+            if run.outcome == "RUN_STATE_IN_PROGRESS":
+                continue
+            assert run.duration is not None
+            seconds = (
+                run.duration
+                if family == "nsml_run_duration_seconds"
+                else (now - run.created - run.duration)
+            )
+            key = (run.project_id, run.run_type, run.outcome)
+            for le in [*les, float("inf")]:
+                if seconds <= le:
+                    truth[(*key, floatToGoString(le))] += 1  # as client libraries write le
+        served = {
+            (labels["project_id"], labels["run_type"], labels["status"], labels["le"]): value
+            for labels, value in samples(text, f"{family}_bucket")
+        }
+        assert {k: v for k, v in served.items() if v} == dict(truth), family
+        assert not any(key[2] == "RUN_STATE_IN_PROGRESS" for key in served)
+        assert {key[2] for key in served} >= {"RUN_STATE_QUEUED_FOR_GPU", "RUN_STATE_PREEMPTED"}
+
+    newest: dict[str, float] = {}
+    for run in runs:
+        newest[run.project_id] = max(newest.get(run.project_id, 0.0), run.created)
+    served_newest = {
+        labels["project_id"]: value
+        for labels, value in samples(text, "nsml_project_last_created_timestamp_seconds")
+    }
+    assert served_newest == newest

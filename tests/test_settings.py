@@ -69,6 +69,12 @@ def test_secrets_never_appear_in_repr() -> None:
         ({"base_url": "ftp://x"}, "NSML_EXPORTER_BASE_URL (--base-url)"),
         ({"first_page": "2"}, "NSML_EXPORTER_FIRST_PAGE (--first-page)"),
         ({"log_format": "xml"}, "NSML_EXPORTER_LOG_FORMAT (--log-format)"),
+        ({"duration_buckets": "60,30"}, "NSML_EXPORTER_DURATION_BUCKETS (--duration-buckets)"),
+        ({"duration_buckets": "60,+Inf"}, "NSML_EXPORTER_DURATION_BUCKETS (--duration-buckets)"),
+        (
+            {"finished_age_buckets": "soon"},
+            "NSML_EXPORTER_FINISHED_AGE_BUCKETS (--finished-age-buckets)",
+        ),
         (
             {"web_config_file": "/no/such/file.yml"},
             "NSML_EXPORTER_WEB_CONFIG_FILE (--web-config-file)",
