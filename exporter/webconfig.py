@@ -134,34 +134,56 @@ class WebConfig:
     auth: BasicAuth | None = None
 
 
-def _fail(problem: str) -> ConfigError:
-    return ConfigError(SETTING, problem)
+class _Problem(Exception):
+    """What is wrong, and at which key (`tls_server_config.cert_file`), to find its line."""
+
+    def __init__(self, problem: str, key: str = "") -> None:
+        super().__init__(problem)
+        self.key = key
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """1-based line of every key two levels deep: `tls_server_config`, `...cert_file`."""
+    lines: dict[str, int] = {}
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return lines
+    for key, value in root.value:
+        lines[str(key.value)] = key.start_mark.line + 1
+        if isinstance(value, yaml.MappingNode):
+            for inner, _ in value.value:
+                lines[f"{key.value}.{inner.value}"] = inner.start_mark.line + 1
+    return lines
 
 
 def _path(base: Path, value: Any, key: str) -> Path:
     if not isinstance(value, str) or not value:
-        raise _fail(f"{key} must be a file path")
+        raise _Problem(f"{key} must be a file path", key)
     path = (base / value) if not Path(value).is_absolute() else Path(value)
     if not path.is_file():
-        raise _fail(f"{key}: no such file {path}")
+        raise _Problem(f"{key}: no such file {path}", key)
     return path
 
 
 def _tls(base: Path, tls: Any) -> ssl.SSLContext:
     if not isinstance(tls, dict):
-        raise _fail("tls_server_config must be a mapping")
+        raise _Problem("tls_server_config must be a mapping", "tls_server_config")
     unknown = set(tls) - TLS_KEYS
     if unknown:
-        raise _fail(f"tls_server_config.{sorted(unknown)[0]} is not supported")
+        key = f"tls_server_config.{sorted(unknown)[0]}"
+        raise _Problem(f"{key} is not supported", key)
     if not tls.get("cert_file") or not tls.get("key_file"):
-        raise _fail("tls_server_config needs both cert_file and key_file")
+        raise _Problem("tls_server_config needs both cert_file and key_file", "tls_server_config")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     for key, attribute in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
         name = tls.get(key, "TLS12" if key == "min_version" else None)
         if name is None:
             continue
         if name not in TLS_VERSIONS:
-            raise _fail(f"tls_server_config.{key} must be one of {', '.join(TLS_VERSIONS)}")
+            raise _Problem(
+                f"tls_server_config.{key} must be one of {', '.join(TLS_VERSIONS)}",
+                f"tls_server_config.{key}",
+            )
         setattr(context, attribute, TLS_VERSIONS[name])
     try:
         context.load_cert_chain(
@@ -169,10 +191,16 @@ def _tls(base: Path, tls: Any) -> ssl.SSLContext:
             _path(base, tls["key_file"], "tls_server_config.key_file"),
         )
     except ssl.SSLError as error:
-        raise _fail(f"cannot load cert_file/key_file: {error.reason or error}") from None
+        raise _Problem(
+            f"cannot load cert_file/key_file: {error.reason or error}",
+            "tls_server_config.cert_file",
+        ) from None
     mode = tls.get("client_auth_type", "NoClientCert")
     if mode not in CLIENT_AUTH:
-        raise _fail(f"tls_server_config.client_auth_type must be one of {', '.join(CLIENT_AUTH)}")
+        raise _Problem(
+            f"tls_server_config.client_auth_type must be one of {', '.join(CLIENT_AUTH)}",
+            "tls_server_config.client_auth_type",
+        )
     context.verify_mode = CLIENT_AUTH[mode]
     if tls.get("client_ca_file"):
         try:
@@ -180,39 +208,65 @@ def _tls(base: Path, tls: Any) -> ssl.SSLContext:
                 _path(base, tls["client_ca_file"], "tls_server_config.client_ca_file")
             )
         except ssl.SSLError as error:
-            raise _fail(f"cannot load client_ca_file: {error.reason or error}") from None
+            raise _Problem(
+                f"cannot load client_ca_file: {error.reason or error}",
+                "tls_server_config.client_ca_file",
+            ) from None
     elif context.verify_mode != ssl.CERT_NONE:
-        raise _fail(f"client_auth_type {mode} needs tls_server_config.client_ca_file")
+        raise _Problem(
+            f"client_auth_type {mode} needs tls_server_config.client_ca_file",
+            "tls_server_config.client_auth_type",
+        )
     return context
 
 
 def _users(users: Any) -> BasicAuth:
     if not isinstance(users, dict) or not users:
-        raise _fail("basic_auth_users must be a mapping of user names to bcrypt hashes")
+        raise _Problem(
+            "basic_auth_users must be a mapping of user names to bcrypt hashes", "basic_auth_users"
+        )
     checked: dict[str, bytes] = {}
     for user, hashed in users.items():
         if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise _fail(f"basic_auth_users.{user} is not a bcrypt hash")
+            raise _Problem(
+                f"basic_auth_users.{user} is not a bcrypt hash", f"basic_auth_users.{user}"
+            )
         checked[str(user)] = hashed.encode()
     return BasicAuth(checked)
 
 
 def load_web_config(path: Path | None) -> WebConfig:
+    """The web-config file; a `ConfigError` names the file, the line and what is wrong."""
     if path is None:
         return WebConfig()
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise _fail(f"cannot read it as YAML ({type(error).__name__})") from None
+        text = path.read_text(encoding="utf-8")
+        document = yaml.safe_load(text) or {}
+    except OSError as error:
+        raise ConfigError(SETTING, f"{path}: cannot read it ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        what = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(SETTING, f"{path}{where}: cannot read it as YAML ({what})") from None
+    try:
+        return _web_config(path.parent, document)
+    except _Problem as problem:
+        line = _key_lines(text).get(problem.key)
+        where = f", line {line}" if line else ""
+        raise ConfigError(SETTING, f"{path}{where}: {problem}") from None
+
+
+def _web_config(base: Path, document: Any) -> WebConfig:
     if not isinstance(document, dict):
-        raise _fail("must be a YAML mapping")
+        raise _Problem("must be a YAML mapping")
     unknown = set(document) - {"tls_server_config", "basic_auth_users"}
     if unknown:
-        raise _fail(f"{sorted(unknown)[0]} is not supported")
-    base = path.parent
+        key = str(sorted(unknown)[0])
+        raise _Problem(f"{key} is not supported", key)
+    tls = document.get("tls_server_config")
+    users = document.get("basic_auth_users")
     return WebConfig(
-        ssl_context=_tls(base, document["tls_server_config"])
-        if document.get("tls_server_config")
-        else None,
-        auth=_users(document["basic_auth_users"]) if document.get("basic_auth_users") else None,
+        ssl_context=_tls(base, tls) if tls else None,
+        auth=_users(users) if users else None,
     )

@@ -178,30 +178,37 @@ def test_basic_auth_protects_everything_but_healthz(
 
 
 @pytest.mark.parametrize(
-    ("config", "problem"),
+    ("config", "line", "problem"),
     [
-        ("tls_server_config: [", "cannot read it as YAML"),
-        ("tls_server_config:\n  cert_file: {crt}\n", "needs both cert_file and key_file"),
+        ("tls_server_config: [", 1, "cannot read it as YAML"),
+        ("tls_server_config:\n  cert_file: {crt}\n", 1, "needs both cert_file and key_file"),
         (
             "tls_server_config:\n  cert_file: /nope.crt\n  key_file: {key}\n",
+            2,
             "tls_server_config.cert_file: no such file /nope.crt",
         ),
-        ("tls_server_config:\n  cert_file: {key}\n  key_file: {key}\n", "cannot load cert_file"),
+        ("tls_server_config:\n  cert_file: {key}\n  key_file: {key}\n", 2, "cannot load cert_file"),
         (
             "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n  min_version: TLS9\n",
+            4,
             "min_version must be one of",
         ),
         (
             "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n"
             "  client_auth_type: RequireAndVerifyClientCert\n",
+            4,
             "needs tls_server_config.client_ca_file",
         ),
-        ("basic_auth_users:\n  prom: plaintext\n", "basic_auth_users.prom is not a bcrypt hash"),
-        ("basic_auth_user:\n  prom: x\n", "basic_auth_user is not supported"),
+        (
+            "# users\nbasic_auth_users:\n  prom: plaintext\n",
+            3,
+            "basic_auth_users.prom is not a bcrypt hash",
+        ),
+        ("basic_auth_user:\n  prom: x\n", 1, "basic_auth_user is not supported"),
     ],
 )
 def test_invalid_web_config_exits_2_with_one_line(
-    tmp_path: Path, pki: dict[str, Path], config: str, problem: str
+    tmp_path: Path, pki: dict[str, Path], config: str, line: int, problem: str
 ) -> None:
     path = tmp_path / "web.yml"
     path.write_text(config.format(crt=pki["server_crt"], key=pki["server_key"]))
@@ -216,6 +223,7 @@ def test_invalid_web_config_exits_2_with_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("nsml-exporter: invalid setting NSML_EXPORTER_WEB_CONFIG_FILE")
+    assert f"{path}, line {line}: " in lines[0]  # the file and the line to look at
     assert problem in lines[0]
     assert SECRET not in result.stderr
 
