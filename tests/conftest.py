@@ -359,14 +359,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # -- tools that live outside Python ----------------------------------------------------------
 
 
-def require_binary(name: str) -> str:
+def require_binary(name: str, package: str = "prometheus") -> str:
     """The path of `name`; skip (or, under CI's REQUIRE_E2E=1, fail) when it is not installed."""
     import shutil
 
     path = shutil.which(name)
     if path is None:
         message = (
-            f"'{name}' is not installed (Debian package 'prometheus'; `apt-get install prometheus`)"
+            f"'{name}' is not installed (Debian package '{package}'; `apt-get install {package}`)"
         )
         if os.environ.get("REQUIRE_E2E") == "1":
             pytest.fail(message + " and REQUIRE_E2E=1 forbids skipping", pytrace=False)

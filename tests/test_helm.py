@@ -250,3 +250,46 @@ def test_chart_files_link_to_the_single_sources() -> None:
         link = CHART / "files" / name
         assert link.is_symlink()
         assert link.resolve() == target.resolve()
+
+
+# -- Prometheus Operator resources, checked against the Operator's own schemas ---------------
+
+OPERATOR_KINDS = ("ServiceMonitor", "PrometheusRule")
+
+
+def operator_check(doc: dict[str, Any]) -> None:
+    """Validate against monitoring.coreos.com/v1 (cloudcoil's pydantic models of the Operator's
+    CRDs), and require that nothing is dropped on the way: a field the CRD does not know would be
+    pruned by the API server, silently."""
+    from cloudcoil.models.prometheus_operator import v1
+
+    model = getattr(v1, doc["kind"]).model_validate(doc)
+    assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == doc
+
+
+@pytest.mark.parametrize("name", ["full", "existing-secret"])
+def test_operator_resources_pass_the_operators_schemas(name: str) -> None:
+    values = ci_values(name)
+    values.update(serviceMonitor={"enabled": True}, prometheusRule={"enabled": True})
+    docs = render(values)
+    for kind in OPERATOR_KINDS:
+        operator_check(only(docs, kind))
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "wrong"),
+    [
+        ("ServiceMonitor", ("spec", "endpoints", 0, "interval"), "15 seconds"),
+        ("ServiceMonitor", ("spec", "endpoints", 0, "scrapeTimeout"), "10"),
+        ("PrometheusRule", ("spec", "groups", 0, "rules", 1, "for"), 5),
+        ("PrometheusRule", ("spec", "groups", 0, "rules", 1, "forr"), "5m"),
+    ],
+)
+def test_a_wrong_operator_value_is_rejected(kind: str, path: tuple[Any, ...], wrong: Any) -> None:
+    doc = only(render(ci_values("full")), kind)
+    parent: Any = doc
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = wrong
+    with pytest.raises((ValueError, AssertionError)):
+        operator_check(doc)
