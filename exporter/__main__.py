@@ -22,13 +22,14 @@ from prometheus_client import (
 from pydantic import SecretStr
 
 from . import __version__
+from .cli import parse_args, unknown_variables_warning
 from .client import NsmlClient
 from .collector import NsmlCollector
 from .errors import ConfigError
 from .logs import setup_logging
 from .selfmetrics import ExporterMetrics
 from .server import ExporterServer
-from .settings import Settings, parse_args, setting_label, unknown_variables_warning
+from .settings import Settings, setting_label
 from .simulator import SimulatorServer, demo_simulator
 from .webconfig import WebConfig, load_web_config
 

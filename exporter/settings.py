@@ -1,36 +1,26 @@
 """Settings: `NSML_EXPORTER_*` environment variables, each also a command-line flag (flags win).
 
-pydantic-settings reads them: `CliSettingsSource` makes the kebab-case flags (on a root parser
-that adds `--demo`, `--once` and `--version`), the environment comes next, and last the key files
-in `SECRETS_DIR` (`access-key`, `secret-key`, `api-key`: a mounted Kubernetes Secret). Every
-invalid setting becomes one `ConfigError` naming them all; no value is ever echoed.
+A pydantic-settings model. Its sources, strongest first: the command line (`cli.py`), the
+environment, and the key files in `SECRETS_DIR` (`access-key`, `secret-key`, `api-key`: a mounted
+Kubernetes Secret). Field descriptions are the `--help` text.
 """
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import os
-from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
-    CliSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    SettingsError,
 )
-
-from . import __version__
-from .errors import ConfigError
 
 ENV_PREFIX = "NSML_EXPORTER_"
 DEFAULT_BASE_URL = "https://nsml.apigw.ntruss.com/nsml/v1"
@@ -38,9 +28,9 @@ KEY_FILES = {"access_key": "access-key", "secret_key": "secret-key", "api_key": 
 
 CommaList = Annotated[list[str], NoDecode]
 BucketList = Annotated[list[float], NoDecode]
-#: Whether the keys are required (all but `--demo`): set by `parse_args` around validation, so
-#: that missing keys are named in the same line as every other invalid setting.
-_KEYS_REQUIRED: ContextVar[bool] = ContextVar("keys_required", default=False)
+#: Whether the keys are required (all but `--demo`): set by the command line around validation,
+#: so that missing keys are named in the same line as every other invalid setting.
+KEYS_REQUIRED: ContextVar[bool] = ContextVar("keys_required", default=False)
 
 
 class KeyFilesSource(PydanticBaseSettingsSource):
@@ -209,7 +199,7 @@ class Settings(BaseSettings):
     @field_validator("access_key", "secret_key")
     @classmethod
     def _required_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None and _KEYS_REQUIRED.get():
+        if value is None and KEYS_REQUIRED.get():
             raise ValueError("required (or run with --demo)")
         return value
 
@@ -263,88 +253,3 @@ def setting_label(name: str) -> str:
 
 def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-class _RootParser(argparse.ArgumentParser):
-    """Errors raise instead of printing usage: the caller prints one line and exits 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError.usage(message)
-
-
-def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.Namespace]]:
-    parser = _RootParser(
-        prog="nsml-exporter",
-        description="Prometheus exporter for NAVER Cloud CLOVA NSML runs. Every setting is a "
-        f"flag and an environment variable ({ENV_PREFIX}...); flags win over the environment.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="start the built-in NSML simulator on loopback and export its runs (no keys needed)",
-    )
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        help="collect once, print the exposition, exit 0 if it succeeded and 1 if not",
-    )
-    parser.add_argument("--version", action="version", version=f"nsml-exporter {__version__}")
-    cli: CliSettingsSource[argparse.Namespace] = CliSettingsSource(
-        Settings,
-        root_parser=parser,
-        cli_kebab_case=True,
-        cli_show_env_vars=True,
-        cli_hide_none_type=True,
-        cli_avoid_json=True,
-        cli_exit_on_error=False,
-        case_sensitive=True,
-    )
-    return parser, cli
-
-
-def _describe(error: ValidationError) -> ConfigError:
-    """Every invalid setting, in one line."""
-    problems: dict[str, str] = {}
-    for item in error.errors(include_input=False, include_url=False):
-        name = str(item["loc"][0]) if item["loc"] else ""
-        if item["type"] == "extra_forbidden":
-            problems.setdefault(f"{ENV_PREFIX}{name.upper()}", "not a known setting")
-        else:
-            problems.setdefault(setting_label(name), item["msg"].removeprefix("Value error, "))
-    return ConfigError.of(problems)
-
-
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """`NSML_EXPORTER_*` variables that are no setting, each with the closest setting's name."""
-    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
-    found = []
-    for name in sorted(environ):
-        upper = name.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known:
-            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
-            found.append(f"{name} (did you mean {close[0]}?)" if close else name)
-    return found
-
-
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
-    """Parse the command line over the environment; raises `ConfigError` naming what is wrong."""
-    parser, cli = build_parser()
-    args = parser.parse_args(argv)
-    required = _KEYS_REQUIRED.set(not args.demo)
-    try:
-        settings = Settings(_cli_settings_source=cli(parsed_args=args))
-    except ValidationError as error:
-        raise _describe(error) from None
-    except SettingsError as error:
-        raise ConfigError.usage(str(error).splitlines()[0]) from None
-    finally:
-        _KEYS_REQUIRED.reset(required)
-    return args, settings
-
-
-def unknown_variables_warning() -> str | None:
-    typos = unknown_variables(os.environ)
-    if not typos:
-        return None
-    return "ignoring environment variables that are no setting: " + ", ".join(typos)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import gzip
-import hmac
 import json
 import ssl
 import sys
@@ -35,11 +34,10 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 from .population import SimRun, generate_population
-from .signing import signature
+from .signing import gateway_check
 
 BASE_PATH = "/nsml/v1"
 RUNS_PATH = f"{BASE_PATH}/projects/runs"
-TIMESTAMP_WINDOW_MS = 5 * 60 * 1000
 
 #: HTTP status -> (errorCode, message), as the NCP gateway documents them.
 ERRORS: dict[int, tuple[str | int, str]] = {
@@ -78,7 +76,6 @@ class Simulator:
         self._lock = threading.Lock()
         self._fragments: dict[tuple[int, str], bytes] = {}
         self._tz = ZoneInfo(self.zone)
-        self._stop = threading.Event()
         self.set_runs(self.runs)
 
     def set_runs(self, runs: list[SimRun]) -> None:
@@ -118,25 +115,19 @@ class Simulator:
 
     def authenticate(self, method: str, uri: str, headers: Any) -> tuple[int, str] | None:
         """None when the gateway would let the request through, else (status, details)."""
-        stamp = headers.get("x-ncp-apigw-timestamp", "")
-        access = headers.get("x-ncp-iam-access-key", "")
         given = headers.get("x-ncp-apigw-signature-v2", "")
-        if not (stamp and access and given):
-            return 401, "missing authentication headers"
-        with self._lock:
-            self.signatures = [*self.signatures[-99:], given]
-        if not stamp.isdigit() or abs(int(stamp) - self.now() * 1000) > TIMESTAMP_WINDOW_MS:
-            return 401, "timestamp is out of the allowed window (5 minutes)"
-        if not hmac.compare_digest(access, self.access_key):
-            return 401, "unknown access key"
-        expected = signature(self.secret_key, method, uri, stamp, access)
-        if not hmac.compare_digest(given, expected):
-            return 401, "signature mismatch"
-        if self.api_key is not None and not hmac.compare_digest(
-            headers.get("x-ncp-apigw-api-key", ""), self.api_key
-        ):
-            return 401, "invalid API key"
-        return None
+        if given:
+            with self._lock:
+                self.signatures = [*self.signatures[-99:], given]
+        return gateway_check(
+            headers,
+            method,
+            uri,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            api_key=self.api_key,
+            now=self.now(),
+        )
 
     def run_list_bytes(self, page: int, size: int) -> bytes:
         """`run_list_page` serialized, from cached per-run JSON (a run's JSON changes only when

@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from requests.adapters import HTTPAdapter
 
+from exporter.cli import parse_args
 from exporter.population import SimRun
-from exporter.settings import Settings, flag_of, parse_args
+from exporter.settings import Settings, flag_of
 from exporter.simulator import SimulatorServer
 from tests.fake_api import FaultyServer, FaultySimulator
 

@@ -342,3 +342,20 @@ def test_finished_run_histograms_match_the_simulator_exactly(
         for labels, value in samples(text, "nsml_project_last_created_timestamp_seconds")
     }
     assert served_newest == newest
+
+
+def test_the_packaged_simulator_takes_no_fault_commands() -> None:
+    """The fault switchboard is test code (tests/fake_api.py): the installed simulator accepts
+    no command, from anyone."""
+    import exporter.simulator as packaged
+    from exporter.simulator import Simulator
+
+    assert not hasattr(packaged, "Fault")
+    server = SimulatorServer(Simulator("a", "s")).start()
+    try:
+        root = server.base_url.removesuffix("/nsml/v1")
+        answer = requests.post(root + "/_sim/fault", json={"kind": "hang"}, timeout=5)
+        assert answer.status_code == 501
+        assert requests.get(root + "/_sim/stats", timeout=5).status_code == 200  # read-only
+    finally:
+        server.stop()

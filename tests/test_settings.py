@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.cli import parse_args
 from exporter.errors import ConfigError
-from exporter.settings import parse_args
 from tests.conftest import SECRET, run_cli, settings_from
 
 

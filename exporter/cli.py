@@ -1,0 +1,106 @@
+"""The command line: `--demo`, `--once`, `--version`, and a flag for every setting.
+
+pydantic-settings' `CliSettingsSource` makes the kebab-case flags from the `Settings` fields, on a
+root parser that adds the commands; flags win over the environment. Every invalid or missing
+setting is named in one `ConfigError` line; no value is ever echoed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from collections.abc import Mapping
+from typing import NoReturn
+
+from pydantic import ValidationError
+from pydantic_settings import CliSettingsSource, SettingsError
+
+from . import __version__
+from .errors import ConfigError
+from .settings import ENV_PREFIX, KEYS_REQUIRED, Settings, setting_label
+
+
+class _RootParser(argparse.ArgumentParser):
+    """Errors raise instead of printing usage: the caller prints one line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError.usage(message)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.Namespace]]:
+    parser = _RootParser(
+        prog="nsml-exporter",
+        description="Prometheus exporter for NAVER Cloud CLOVA NSML runs. Every setting is a "
+        f"flag and an environment variable ({ENV_PREFIX}...); flags win over the environment.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="start the built-in NSML simulator on loopback and export its runs (no keys needed)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="collect once, print the exposition, exit 0 if it succeeded and 1 if not",
+    )
+    parser.add_argument("--version", action="version", version=f"nsml-exporter {__version__}")
+    cli: CliSettingsSource[argparse.Namespace] = CliSettingsSource(
+        Settings,
+        root_parser=parser,
+        cli_kebab_case=True,
+        cli_show_env_vars=True,
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
+        cli_exit_on_error=False,
+        case_sensitive=True,
+    )
+    return parser, cli
+
+
+def _describe(error: ValidationError) -> ConfigError:
+    """Every invalid setting, in one line."""
+    problems: dict[str, str] = {}
+    for item in error.errors(include_input=False, include_url=False):
+        name = str(item["loc"][0]) if item["loc"] else ""
+        if item["type"] == "extra_forbidden":
+            problems.setdefault(f"{ENV_PREFIX}{name.upper()}", "not a known setting")
+        else:
+            problems.setdefault(setting_label(name), item["msg"].removeprefix("Value error, "))
+    return ConfigError.of(problems)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """`NSML_EXPORTER_*` variables that are no setting, each with the closest setting's name."""
+    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+            found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return found
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
+    """Parse the command line over the environment; raises `ConfigError` naming what is wrong."""
+    parser, cli = build_parser()
+    args = parser.parse_args(argv)
+    required = KEYS_REQUIRED.set(not args.demo)
+    try:
+        settings = Settings(_cli_settings_source=cli(parsed_args=args))
+    except ValidationError as error:
+        raise _describe(error) from None
+    except SettingsError as error:
+        raise ConfigError.usage(str(error).splitlines()[0]) from None
+    finally:
+        KEYS_REQUIRED.reset(required)
+    return args, settings
+
+
+def unknown_variables_warning() -> str | None:
+    typos = unknown_variables(os.environ)
+    if not typos:
+        return None
+    return "ignoring environment variables that are no setting: " + ", ".join(typos)
