@@ -218,14 +218,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self.server.watch(self.connection, self.server.header_timeout, idle=True)
-        counted = False
+        self._counted = False  # set by parse_request once a request is under way
         try:
-            self._counted = False
             super().handle_one_request()
-            counted = self._counted
         finally:
             self.server.unwatch(self.connection)
-            if counted:
+            if self._counted:
                 self.server.finished()
         if self.server.stopping.is_set():
             self.close_connection = True

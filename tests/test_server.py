@@ -14,6 +14,7 @@ import json
 import signal
 import socket
 import statistics
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -323,3 +324,28 @@ def test_sigterm_lets_the_scrape_in_flight_finish_then_exits_0(
     assert results[0].text.rstrip().endswith("1.0")  # whole, not cut short
     with pytest.raises(requests.ConnectionError):  # and nothing is accepted after
         requests.get(exporter.url + "/healthz", timeout=2)
+
+
+def test_scrapes_whose_clients_vanished_do_not_hold_up_the_stop(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """A client that resets the connection while its answer is written ends that request: the
+    stop does not wait the grace period for it."""
+    simulator.sim.set_runs(static_runs(300))
+    simulator.sim.latency = 0.3
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--shutdown-grace", "30"), env=exporter_env()
+    )
+    host, port = exporter.url.removeprefix("http://").split(":")
+    for _ in range(5):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.05)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # RST: the answer, when it comes, meets a reset connection
+    time.sleep(1.5)  # the collections finish and their answers fail to go out
+    started = time.monotonic()
+    exporter.proc.send_signal(signal.SIGTERM)
+    assert exporter.proc.wait(20) == 0
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in exporter.logs()
