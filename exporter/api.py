@@ -50,10 +50,6 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK = 256 * 1024
 
 
-def _no_observer(code: str, seconds: float) -> None:
-    return None
-
-
 def short_reason(error: BaseException) -> str:
     """`[Errno 111] Connection refused`, `CERTIFICATE_VERIFY_FAILED ...`, or the error's type.
 
@@ -142,7 +138,7 @@ class NsmlApi:
     def __init__(
         self,
         settings: Settings,
-        observe: RequestObserver = _no_observer,
+        observe: RequestObserver | None = None,
         adapter: BaseAdapter | None = None,
     ) -> None:
         if settings.access_key is None or settings.secret_key is None:
@@ -153,7 +149,7 @@ class NsmlApi:
         self._page_size = settings.page_size
         self._request_timeout = settings.request_timeout
         self._max_bytes = settings.max_response_bytes
-        self._observe = observe
+        self._observe = observe or (lambda code, seconds: None)
         parts = urlsplit(settings.base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path.rstrip("/")

@@ -12,7 +12,7 @@ from functools import partial
 
 from requests.adapters import BaseAdapter
 
-from .api import NsmlApi, RequestObserver, _no_observer
+from .api import NsmlApi, RequestObserver
 from .models import RunPage
 from .paging import RunList, read_run_list
 from .retry import with_retries
@@ -25,7 +25,7 @@ class NsmlClient:
     def __init__(
         self,
         settings: Settings,
-        observe: RequestObserver = _no_observer,
+        observe: RequestObserver | None = None,
         adapter: BaseAdapter | None = None,
     ) -> None:
         self.api = NsmlApi(settings, observe, adapter)

@@ -180,6 +180,10 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
             sim.count("gzip")
+        self._write(status, body, content_type, headers)
+
+    def _write(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+        """The answer on the wire, framed by Content-Length."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -254,7 +258,7 @@ class SimulatorServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hangs up (as the exporter does at its deadline) is not an error."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        if isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
             return
         super().handle_error(request, client_address)
 

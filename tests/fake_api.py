@@ -99,22 +99,10 @@ class FaultyHandler(SimulatorHandler):
     def sim(self) -> FaultySimulator:
         return self.server.sim
 
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str = "application/json",
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        sim = self.sim
-        if not sim.chunked:
-            super()._send(status, body, content_type, extra)
+    def _write(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+        if not self.sim.chunked:
+            super()._write(status, body, content_type, headers)
         else:
-            headers = dict(extra or {})
-            if sim.gzip and "gzip" in self.headers.get("Accept-Encoding", ""):
-                body = gzip.compress(body, compresslevel=1)
-                headers["Content-Encoding"] = "gzip"
-                sim.count("gzip")
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Transfer-Encoding", "chunked")
@@ -126,7 +114,7 @@ class FaultyHandler(SimulatorHandler):
             framed = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
             self.wfile.write(framed + b"0\r\n\r\n")
         self.served += 1
-        if sim.close_after and self.served >= sim.close_after:
+        if self.sim.close_after and self.served >= self.sim.close_after:
             self.close_connection = True  # as an idle timeout or a balancer would: no notice
 
     def answer_page(self, page: int, size: int) -> None:
