@@ -141,7 +141,7 @@ class Simulator:
             [
                 sys.executable,
                 "-m",
-                "exporter.simulator",
+                "exporter.demo",
                 "--runs",
                 str(runs),
                 "--latency",

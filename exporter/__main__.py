@@ -25,12 +25,13 @@ from . import __version__
 from .cli import parse_args, unknown_variables_warning
 from .client import NsmlClient
 from .collector import NsmlCollector
+from .demo import demo_simulator
 from .errors import ConfigError
 from .logs import setup_logging
 from .selfmetrics import ExporterMetrics
 from .server import ExporterServer
 from .settings import Settings, setting_label
-from .simulator import SimulatorServer, demo_simulator
+from .simulator import SimulatorServer
 from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")

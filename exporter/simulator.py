@@ -11,12 +11,11 @@ It gzips bodies for clients that accept it when asked to, and serves HTTPS given
 `GET /_sim/stats` counts what it served (read-only). It takes no commands: the test suite's
 fault injection lives under `tests/`.
 
-Run it alone with `python -m exporter.simulator --help`.
+Run it alone with `python -m exporter.demo --help`.
 """
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import gzip
 import json
@@ -33,7 +32,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-from .population import SimRun, generate_population
+from .population import SimRun
 from .signing import gateway_check
 
 BASE_PATH = "/nsml/v1"
@@ -278,66 +277,3 @@ class SimulatorServer(ThreadingHTTPServer):
         self.stopping.set()
         self.shutdown()
         self.server_close()
-
-
-def demo_simulator(
-    access_key: str, secret_key: str, runs: int = 240, seed: int = 7, port: int = 0
-) -> SimulatorServer:
-    """A lively population on loopback: about one new run a minute, for a day."""
-    now = time.time()
-    sim = Simulator(
-        access_key, secret_key, generate_population(runs, now, seed=seed, future_rate=1 / 60)
-    )
-    return SimulatorServer(sim, port=port).start()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m exporter.simulator", description="Serve a simulated NSML run list."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--runs", type=int, default=240, help="runs created before now")
-    parser.add_argument("--new-runs-per-minute", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every page")
-    parser.add_argument("--first-page", type=int, default=1, choices=(0, 1))
-    parser.add_argument("--timezone", default="Asia/Seoul")
-    parser.add_argument("--access-key", required=True)
-    parser.add_argument("--secret-key", required=True)
-    parser.add_argument("--api-key")
-    parser.add_argument("--gzip", action="store_true", help="gzip bodies when the client accepts")
-    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
-    parser.add_argument("--tls-key", help="and this private key (PEM)")
-    args = parser.parse_args(argv)
-    now = time.time()
-    population = generate_population(
-        args.runs, now, seed=args.seed, future_rate=args.new_runs_per_minute / 60
-    )
-    sim = Simulator(
-        args.access_key,
-        args.secret_key,
-        population,
-        api_key=args.api_key,
-        zone=args.timezone,
-        first_page=args.first_page,
-        latency=args.latency,
-        gzip=args.gzip,
-    )
-    tls = None
-    if args.tls_cert:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(args.tls_cert, args.tls_key)
-    server = SimulatorServer(sim, args.host, args.port, tls)
-    print(server.base_url, flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    sys.exit(0)
-
-
-if __name__ == "__main__":
-    main()
