@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         settings, sim = _start_demo(settings)
 
-    disable_created_metrics()  # type: ignore[no-untyped-call] # no `_created` series beside the counters: nothing reads them
+    # No `_created` series beside the counters: nothing reads them.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry()
     metrics = ExporterMetrics()
     client = NsmlClient(settings, metrics.observe_request)
