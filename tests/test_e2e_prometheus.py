@@ -211,10 +211,18 @@ def test_runs_in_progress_are_each_exporters_own_never_a_sum(stack: Stack) -> No
         assert abs(shown[instance] - own) <= max(2, 0.1 * own), (instance, shown, own)
 
 
-def test_last_successful_collection_says_never_rather_than_57_years() -> None:
+def test_last_successful_collection_says_never_rather_than_57_years(stack: Stack) -> None:
+    """Before a first success the timestamp is 0: the query must give no sample (Grafana then
+    shows the panel's noValue, "never"), not time() - 0."""
     panel = next(p for p in panels() if p["title"] == "Last successful collection")
     assert panel["fieldConfig"]["defaults"]["noValue"] == "never"
-    assert "> 0" in panel["targets"][0]["expr"]  # no sample while the timestamp is 0
+    expr = fill(panel["targets"][0]["expr"])
+    assert stack.prometheus.query(expr)  # after successes: a value per exporter
+    never = expr.replace(
+        "nsml_last_success_timestamp_seconds{", "0 * nsml_last_success_timestamp_seconds{"
+    )
+    assert never != expr
+    assert stack.prometheus.query(never) == []
 
 
 def test_every_alert_rule_evaluates_cleanly(stack: Stack) -> None:

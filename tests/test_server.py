@@ -110,7 +110,7 @@ def test_every_request_gets_a_status_line_and_serving_goes_on(
     served: ExporterProcess, request_bytes: bytes, status: int
 ) -> None:
     answer = raw(served, request_bytes)
-    assert status_lines(answer)[:1] == [status_lines(answer)[0]]
+    assert len(status_lines(answer)) == 1, answer[:400]  # one answer, nothing read past it
     assert status_lines(answer)[0].split(" ")[1] == str(status), answer[:200]
     assert b"version=9.9" not in answer and b"version=abc" not in answer  # nothing reflected
     assert served.get().status_code == 200
