@@ -1,17 +1,9 @@
 """HTTP: `/metrics`, a landing page at `/`, and `/healthz`, with optional TLS and basic auth.
 
-A threaded server from the standard library, held to what an exposed endpoint needs:
-- at most `MAX_CONNECTIONS` connections; past that a connection is answered 503 and closed
-  without costing a thread;
-- a request must arrive whole (TLS handshake, request line and headers) within
-  `HEADER_TIMEOUT` seconds however slowly it trickles, and its answer must be taken within
-  `RESPONSE_TIMEOUT`: a watchdog shuts the socket of a connection that overstays;
-- every request gets a status line (garbage included); a GET with a body is refused and the
-  connection closed, so nothing smuggled behind it is read as a request;
-- a client that hangs up costs one debug line, not a traceback;
-- on stop, the listening socket closes, idle connections are closed, and requests in flight
-  finish within the grace period.
-`/healthz` never needs credentials, so Kubernetes probes work with basic auth on.
+The standard library's threaded server, held to what an exposed endpoint needs: a connection cap,
+a deadline for a request to arrive whole (a watchdog shuts overdue sockets), a status line for
+every request, no body on a GET, one debug line for a client that hangs up, and a graceful stop.
+Why not cheroot, waitress or gunicorn: docs/http-server.md. `/healthz` never needs credentials.
 """
 
 from __future__ import annotations
@@ -83,8 +75,8 @@ class ExporterServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Condition()
-        self._deadlines: dict[socket.socket, tuple[float, bool]] = {}  # (deadline, idle)
-        self._active = 0
+        # (deadline, idle) per connection: idle while its request arrives, in flight after.
+        self._deadlines: dict[socket.socket, tuple[float, bool]] = {}
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -125,6 +117,7 @@ class ExporterServer(ThreadingHTTPServer):
     def unwatch(self, sock: socket.socket) -> None:
         with self._lock:
             self._deadlines.pop(sock, None)
+            self._lock.notify_all()
 
     def _watch(self) -> None:
         while True:
@@ -139,19 +132,11 @@ class ExporterServer(ThreadingHTTPServer):
                 ]
                 for sock in late:
                     del self._deadlines[sock]
+                self._lock.notify_all()
             for sock in late:
                 # The thread blocked on it reads EOF, or its write fails: it ends.
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-
-    def started(self) -> None:
-        with self._lock:
-            self._active += 1
-
-    def finished(self) -> None:
-        with self._lock:
-            self._active -= 1
-            self._lock.notify_all()
 
     def stop(self, grace: float) -> bool:
         """Stop accepting, close idle connections, let requests in flight finish within `grace`
@@ -160,7 +145,8 @@ class ExporterServer(ThreadingHTTPServer):
         self.shutdown()
         self.server_close()
         with self._lock:
-            return self._lock.wait_for(lambda: self._active == 0, timeout=grace)
+            in_flight = self._deadlines.values
+            return self._lock.wait_for(lambda: all(i for _, i in in_flight()), timeout=grace)
 
     # -- TLS and errors ----------------------------------------------------------------------
 
@@ -218,13 +204,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self.server.watch(self.connection, self.server.header_timeout, idle=True)
-        self._counted = False  # set by parse_request once a request is under way
         try:
             super().handle_one_request()
         finally:
             self.server.unwatch(self.connection)
-            if self._counted:
-                self.server.finished()
         if self.server.stopping.is_set():
             self.close_connection = True
 
@@ -234,9 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0":
             self.send_error(400, "a request here has no body")
             return False
-        self.server.watch(self.connection, self.server.response_timeout)
-        self.server.started()
-        self._counted = True
+        self.server.watch(self.connection, self.server.response_timeout)  # now in flight
         return True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
