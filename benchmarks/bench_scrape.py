@@ -4,7 +4,7 @@ Starts the NSML simulator (its own process) over HTTPS, as the real API is serve
 certificate made in the run and trusted through REQUESTS_CA_BUNDLE, with N runs and a fixed
 latency per page. Then, for nsml-exporter (defaults: PAGE_SIZE 100, CONCURRENCY 4) and for the
 baseline in `naive_exporter.py`, each in its own process, it scrapes `/metrics` the way
-Prometheus does (its Accept and Accept-Encoding headers) and measures: median scrape wall time,
+Prometheus 3 does (its Accept and Accept-Encoding headers) and measures: median scrape wall time,
 exporter CPU seconds per scrape, peak RSS, and the upstream requests made when 4 scrapers hit at
 once.
 
@@ -39,10 +39,12 @@ import requests
 HERE = Path(__file__).resolve().parent
 ACCESS, SECRET = "bench-access", "bench-secret"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-#: What Prometheus 2.x sends when it scrapes (scrape.go's acceptHeader), gzip included.
+#: What Prometheus 3.x sends when it scrapes with its defaults (scrape.go's acceptHeader), gzip
+#: included: OpenMetrics 1.0.0 with UTF-8 names allowed.
 PROMETHEUS_HEADERS = {
-    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,"
+    "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
     "Accept-Encoding": "gzip",
 }
 

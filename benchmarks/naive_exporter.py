@@ -81,7 +81,7 @@ def render(base_url: str, access_key: str, secret_key: str) -> CollectorRegistry
     age = Gauge("nsml_run_age_seconds", "age", labels, registry=registry)
     created = Gauge("nsml_run_created_timestamp_seconds", "created", labels, registry=registry)
     updated = Gauge("nsml_run_updated_timestamp_seconds", "updated", labels, registry=registry)
-    total = Gauge("nsml_api_total_count", "totalCount", registry=registry)
+    total = Gauge("nsml_api_reported_runs", "totalCount", registry=registry)
     try:
         runs, total_count = fetch_runs(base_url, access_key, secret_key)
     except Exception:

@@ -23,16 +23,16 @@ from pydantic import SecretStr
 
 from . import __version__
 from .cli import parse_args, unknown_variables_warning
-from .client import NsmlClient
 from .collector import NsmlCollector
 from .demo import demo_simulator
+from .demo.simulator import SimulatorServer
 from .errors import ConfigError
 from .logs import setup_logging
+from .nsml.client import NsmlClient
 from .selfmetrics import ExporterMetrics
-from .server import ExporterServer
 from .settings import Settings, setting_label
-from .simulator import SimulatorServer
-from .webconfig import WebConfig, load_web_config
+from .web.server import ExporterServer
+from .web.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 

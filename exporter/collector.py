@@ -19,8 +19,8 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .errors import CollectionError
-from .models import Run
-from .paging import RunList
+from .nsml.models import Run
+from .nsml.paging import RunList
 from .selfmetrics import ExporterMetrics
 from .settings import Settings
 from .shared import SharedCollection
@@ -127,7 +127,7 @@ class NsmlCollector(Collector):
             )
         if self._total_count is not None or describe:
             yield GaugeMetricFamily(
-                "nsml_api_total_count",
+                "nsml_api_reported_runs",
                 "totalCount of the last successful collection",
                 value=self._total_count or 0,
             )

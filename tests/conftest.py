@@ -29,9 +29,9 @@ from cryptography.x509.oid import NameOID
 from requests.adapters import HTTPAdapter
 
 from exporter.cli import parse_args
-from exporter.population import SimRun
+from exporter.demo.population import SimRun
+from exporter.demo.simulator import SimulatorServer
 from exporter.settings import Settings, flag_of
-from exporter.simulator import SimulatorServer
 from tests.fake_api import FaultyServer, FaultySimulator
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -360,16 +360,79 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # -- tools that live outside Python ----------------------------------------------------------
 
 
+def _missing(message: str) -> None:
+    """Skip, or under CI's REQUIRE_E2E=1 fail: CI must run every test that needs a binary."""
+    if os.environ.get("REQUIRE_E2E") == "1":
+        pytest.fail(message + " and REQUIRE_E2E=1 forbids skipping", pytrace=False)
+    pytest.skip(message)
+
+
 def require_binary(name: str, package: str = "prometheus") -> str:
     """The path of `name`; skip (or, under CI's REQUIRE_E2E=1, fail) when it is not installed."""
     import shutil
 
     path = shutil.which(name)
     if path is None:
-        message = (
+        _missing(
             f"'{name}' is not installed (Debian package '{package}'; `apt-get install {package}`)"
         )
-        if os.environ.get("REQUIRE_E2E") == "1":
-            pytest.fail(message + " and REQUIRE_E2E=1 forbids skipping", pytrace=False)
-        pytest.skip(message)
+    assert path is not None
     return path
+
+
+@dataclass(frozen=True)
+class PrometheusRelease:
+    """A Prometheus server and its promtool, of one major version."""
+
+    major: int
+    prometheus: str
+    promtool: str
+    version: str
+
+
+PROMETHEUS3_DIR = Path(
+    os.environ.get("NSML_PROMETHEUS3_DIR", Path.home() / ".cache/nsml-exporter/prometheus3")
+)
+WHERE = {
+    2: "Debian stable's 2.42 on PATH: `apt-get install prometheus`",
+    3: f"Debian unstable's 3.x in {PROMETHEUS3_DIR}: `.ci/fetch-prometheus3`",
+}
+
+
+def _version(binary: str) -> str:
+    try:
+        first = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.split("\n")[0]
+    except OSError:
+        return ""
+    # "prometheus, version 3.5.3+ds1 (branch: ...)"
+    return first.split("version ")[1].split(" ")[0] if "version " in first else ""
+
+
+def find_prometheus(major: int) -> PrometheusRelease | None:
+    import shutil
+
+    for folder in (None, str(PROMETHEUS3_DIR / "usr/bin")):
+        server = shutil.which("prometheus", path=folder)
+        tool = shutil.which("promtool", path=folder)
+        if server is None or tool is None:
+            continue
+        version = _version(server)
+        if version.startswith(f"{major}.") and _version(tool).startswith(f"{major}."):
+            return PrometheusRelease(major, server, tool, version)
+    return None
+
+
+def require_prometheus(major: int) -> PrometheusRelease:
+    release = find_prometheus(major)
+    if release is None:
+        _missing(f"Prometheus {major} is not here ({WHERE[major]})")
+    assert release is not None
+    return release
+
+
+@pytest.fixture(scope="session", params=[2, 3], ids=["prometheus2", "prometheus3"])
+def release(request: pytest.FixtureRequest) -> PrometheusRelease:
+    """Each test that takes it runs against Prometheus 2.42 (Debian stable) and 3.x."""
+    return require_prometheus(request.param)

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.simulator import Simulator, SimulatorHandler, SimulatorServer
+from exporter.demo.simulator import Simulator, SimulatorHandler, SimulatorServer
 
 
 @dataclass

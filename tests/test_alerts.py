@@ -1,4 +1,5 @@
-"""Alert rules: checked and unit-tested with promtool (each alert firing and not firing)."""
+"""Alert rules: checked and unit-tested with promtool 2.42 and 3.x (each alert firing and not
+firing)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,27 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import require_binary
+from tests.conftest import PrometheusRelease
 
 RULES = Path(__file__).resolve().parent.parent / "prometheus"
 
 
-def promtool(*args: str, cwd: Path = RULES) -> subprocess.CompletedProcess[str]:
+def promtool(
+    release: PrometheusRelease, *args: str, cwd: Path = RULES
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [require_binary("promtool"), *args], cwd=cwd, capture_output=True, text=True, check=False
+        [release.promtool, *args], cwd=cwd, capture_output=True, text=True, check=False
     )
 
 
-def test_rules_pass_promtool_check() -> None:
-    result = promtool("check", "rules", "nsml-exporter.rules.yml")
+def test_rules_pass_promtool_check(release: PrometheusRelease) -> None:
+    result = promtool(release, "check", "rules", "nsml-exporter.rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 8 rules found" in result.stdout
 
 
-def test_rule_unit_tests_pass() -> None:
-    result = promtool("test", "rules", "nsml-exporter.rules.test.yml")
+def test_rule_unit_tests_pass(release: PrometheusRelease) -> None:
+    result = promtool(release, "test", "rules", "nsml-exporter.rules.test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -52,7 +55,9 @@ def unit_tests_for_job(job: str) -> str:
     return text
 
 
-def test_the_job_is_named_in_one_place_and_any_job_name_works(tmp_path: Path) -> None:
+def test_the_job_is_named_in_one_place_and_any_job_name_works(
+    release: PrometheusRelease, tmp_path: Path
+) -> None:
     rules = (RULES / "nsml-exporter.rules.yml").read_text()
     exprs = [r["expr"] for g in yaml.safe_load(rules)["groups"] for r in g["rules"]]
     assert [e for e in exprs if "job=" in e] == ['up{job="nsml-exporter"}']
@@ -60,14 +65,14 @@ def test_the_job_is_named_in_one_place_and_any_job_name_works(tmp_path: Path) ->
         rules.replace('up{job="nsml-exporter"}', 'up{job="nsml-prod"}')
     )
     (tmp_path / "t.yml").write_text(unit_tests_for_job("nsml-prod"))
-    result = promtool("test", "rules", "t.yml", cwd=tmp_path)
+    result = promtool(release, "test", "rules", "t.yml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     # Left at the default, the rules see nothing of a job named otherwise: the tests fail.
     (tmp_path / "nsml-exporter.rules.yml").write_text(rules)
-    assert promtool("test", "rules", "t.yml", cwd=tmp_path).returncode != 0
+    assert promtool(release, "test", "rules", "t.yml", cwd=tmp_path).returncode != 0
 
 
-def test_a_broken_rule_unit_test_fails(tmp_path: Path) -> None:
+def test_a_broken_rule_unit_test_fails(release: PrometheusRelease, tmp_path: Path) -> None:
     """The unit tests can fail: expecting the exporter-down alert too early must not pass."""
     (tmp_path / "nsml-exporter.rules.yml").write_text(
         (RULES / "nsml-exporter.rules.yml").read_text()
@@ -103,5 +108,5 @@ def test_a_broken_rule_unit_test_fails(tmp_path: Path) -> None:
             }
         )
     )
-    result = promtool("test", "rules", "t.yml", cwd=tmp_path)
+    result = promtool(release, "test", "rules", "t.yml", cwd=tmp_path)
     assert result.returncode != 0

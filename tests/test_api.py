@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from exporter.client import NsmlClient
+from exporter.nsml.client import NsmlClient
 from exporter.errors import ConnectionFailedError
-from exporter.paging import RunList
+from exporter.nsml.paging import RunList
 from tests.conftest import (
     ACCESS,
     SECRET,
@@ -265,7 +265,7 @@ def test_the_exporter_trusts_a_private_ca_from_the_environment(
     exporter = exporter_factory(*exporter_args_for(https_simulator), env=env)
     text = exporter.get().text
     assert "nsml_up 1.0" in text
-    assert f"nsml_api_total_count {float(RUNS)}" in text
+    assert f"nsml_api_reported_runs {float(RUNS)}" in text
 
 
 def test_a_netrc_entry_for_the_api_host_is_sent(

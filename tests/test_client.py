@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from exporter.client import NsmlClient
 from exporter.errors import HTTPStatusError, RequestTimeoutError, ThrottledError
+from exporter.nsml.client import NsmlClient
 from tests.conftest import FakeAdapter, api_run, make_settings
 
 

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.client import NsmlClient
+from exporter.nsml.client import NsmlClient
 from exporter.collector import NsmlCollector
 from exporter.errors import HTTPStatusError
-from exporter.models import decode_page
-from exporter.paging import RunList, run_key
+from exporter.nsml.models import decode_page
+from exporter.nsml.paging import RunList, run_key
 from exporter.selfmetrics import ExporterMetrics
 from tests.conftest import FakeAdapter, api_run, load_fixture, make_settings
 
@@ -79,7 +79,7 @@ def test_counts_by_project_status_and_type_from_the_docs_example() -> None:
     assert value(registry, "nsml_up") == 1
     assert value(registry, "nsml_runs", status="RUN_STATE_IN_PROGRESS", **labels) == 1
     assert value(registry, "nsml_runs", status="RUN_STATE_COMPLETED", **labels) == 1
-    assert value(registry, "nsml_api_total_count") == 2
+    assert value(registry, "nsml_api_reported_runs") == 2
 
 
 def test_known_statuses_are_zero_filled_for_every_project_and_type_present() -> None:
@@ -280,7 +280,7 @@ def test_full_exposition_of_a_small_list() -> None:
         f'nsml_run_updated_timestamp_seconds{{{run},status="RUN_STATE_IN_PROGRESS"}} '
         f"{created + 90:.9e}",
         "nsml_run_series_omitted 0.0",
-        "nsml_api_total_count 2.0",
+        "nsml_api_reported_runs 2.0",
         lines[8],
     ]
     assert lines[8].startswith("nsml_scrape_duration_seconds ")
@@ -306,7 +306,7 @@ def test_a_failed_collection_serves_up_0_and_no_run_series() -> None:
     assert bad.value("nsml_collection_errors_total", reason="auth") == 0
     # The last success is kept, so "time since last success" alerts keep working.
     assert bad.value("nsml_last_success_timestamp_seconds") == NOW
-    assert bad.value("nsml_api_total_count") == 1
+    assert bad.value("nsml_api_reported_runs") == 1
 
 
 def test_registering_calls_no_api() -> None:

@@ -1,56 +1,30 @@
-"""End to end: a real Prometheus scrapes two real exporter processes (demo mode: each talks over
-HTTP to its own NSML simulator) every second, in a job named "nsml" (not "nsml-exporter"), with
-the shipped alert rules loaded for that job. Every dashboard query, with template variables
-filled as Grafana fills them, must parse and return data for each exporter, never summed across
-them; every alert rule must evaluate cleanly."""
+"""End to end, on Prometheus 2.42 and 3.x alike: a real Prometheus scrapes two real exporter
+processes (demo mode: each talks over HTTP to its own NSML simulator) every second, in a job named
+"nsml" (not "nsml-exporter"), with the shipped alert rules loaded for that job. Every dashboard
+query, with template variables filled as Grafana fills them, must parse and return data for each
+exporter, never summed across them; every alert rule must evaluate cleanly."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ExporterProcess, free_port, require_binary
+from tests.conftest import ExporterProcess, PrometheusRelease, start_exporter
+from tests.prometheus_server import Prometheus, running_prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = json.loads((ROOT / "grafana" / "nsml-exporter.json").read_text())
 RULES = ROOT / "prometheus" / "nsml-exporter.rules.yml"
 SCRAPE_INTERVAL = 1
 JOB = "nsml"
-
-
-class Prometheus:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def get(self, path: str, **params: Any) -> Any:
-        response = requests.get(self.url + path, params=params, timeout=10)
-        body = response.json()
-        assert body["status"] == "success", (path, params, body)
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.get("/api/v1/query", query=expr)
-        return data["result"] if isinstance(data["result"], list) else [data["result"]]
-
-    def query_range(self, expr: str, seconds: int = 15) -> list[dict[str, Any]]:
-        end = time.time()
-        data = self.get(
-            "/api/v1/query_range", query=expr, start=end - seconds, end=end, step=SCRAPE_INTERVAL
-        )
-        result: list[dict[str, Any]] = data["result"]
-        return result
 
 
 @dataclass
@@ -60,16 +34,12 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    prometheus_bin = require_binary("prometheus")
-    from tests.conftest import start_exporter
-
-    tmp = tmp_path_factory.mktemp("e2e")
+def stack(release: PrometheusRelease, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp(f"e2e-prometheus{release.major}")
     exporters = [start_exporter(tmp, ["--demo"]) for _ in range(2)]
     targets = {e.url.removeprefix("http://"): e for e in exporters}
     rules = tmp / "nsml-exporter.rules.yml"  # the job named in its one place
     rules.write_text(RULES.read_text().replace('up{job="nsml-exporter"}', f'up{{job="{JOB}"}}'))
-    port = free_port()
     config = {
         "global": {
             "scrape_interval": f"{SCRAPE_INTERVAL}s",
@@ -79,37 +49,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "rule_files": [str(rules)],
         "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": list(targets)}]}],
     }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    log = (tmp / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            prometheus_bin,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    prometheus = Prometheus(f"http://127.0.0.1:{port}")
+
+    def eight_scrapes_each(prometheus: Prometheus) -> bool:
+        series = prometheus.query_range(f'nsml_up{{job="{JOB}"}}')
+        return len(series) == 2 and min(len(s["values"]) for s in series) >= 8
+
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException, AssertionError, LookupError):
-                series = prometheus.query_range(f'nsml_up{{job="{JOB}"}}')
-                if len(series) == 2 and min(len(s["values"]) for s in series) >= 8:
-                    break
-            assert proc.poll() is None, (tmp / "prometheus.log").read_text()
-            time.sleep(0.5)
-        else:
-            raise AssertionError(
-                "Prometheus never collected 8 scrapes:\n" + (tmp / "prometheus.log").read_text()
-            )
-        yield Stack(prometheus, targets)
+        with running_prometheus(release, tmp, config, eight_scrapes_each) as prometheus:
+            yield Stack(prometheus, targets)
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
         for exporter in exporters:
             exporter.stop()
 
@@ -136,7 +84,7 @@ def run(prometheus: Prometheus, target: dict[str, Any], expr: str) -> list[dict[
 
 
 def test_both_targets_are_up_in_a_job_not_named_nsml_exporter(stack: Stack) -> None:
-    targets = stack.prometheus.get("/api/v1/targets")["activeTargets"]
+    targets = stack.prometheus.targets()
     assert sorted((t["labels"]["job"], t["labels"]["instance"], t["health"]) for t in targets) == [
         (JOB, instance, "up") for instance in sorted(stack.exporters)
     ]

@@ -16,7 +16,7 @@ helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the [tes
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from exporter.settings import Settings  # noqa: E402
-from tests.conftest import require_binary, settings_from  # noqa: E402
+from tests.conftest import PrometheusRelease, settings_from  # noqa: E402
 from tests.test_alerts import unit_tests_for_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,10 +211,11 @@ def test_dashboard_configmap_is_the_grafana_dashboard() -> None:
     assert json.loads(configmap["data"]["nsml-exporter.json"]) == shipped
 
 
-def test_prometheus_rule_is_the_rules_file_for_the_charts_own_job(tmp_path: Path) -> None:
+def test_prometheus_rule_is_the_rules_file_for_the_charts_own_job(
+    release: PrometheusRelease, tmp_path: Path
+) -> None:
     """Rendered as release "rel": the ServiceMonitor's jobLabel makes the job "rel", and the
     rules' unit tests pass with that job (the long-running threshold left at its default)."""
-    promtool = require_binary("promtool")
     docs = render({**ci_values("full"), "prometheusRule": {"enabled": True}})
     assert only(docs, "ServiceMonitor")["spec"]["jobLabel"] == "app.kubernetes.io/instance"
     assert only(docs, "Service")["metadata"]["labels"]["app.kubernetes.io/instance"] == "rel"
@@ -226,7 +227,7 @@ def test_prometheus_rule_is_the_rules_file_for_the_charts_own_job(tmp_path: Path
     (tmp_path / "nsml-exporter.rules.yml").write_text(yaml.safe_dump({"groups": rendered}))
     (tmp_path / "t.yml").write_text(unit_tests_for_job("rel"))
     result = subprocess.run(
-        [promtool, "test", "rules", "t.yml"],
+        [release.promtool, "test", "rules", "t.yml"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -14,8 +14,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from exporter.population import SimRun
-from exporter.simulator import SimulatorServer
+from exporter.demo.population import SimRun
+from exporter.demo.simulator import SimulatorServer
 from tests.conftest import (
     ExporterProcess,
     exporter_args_for,
@@ -100,7 +100,7 @@ def test_counts_ages_and_zero_fill_match_the_simulator_exactly(
     assert len(ages) == len(running)
     for run in running:
         assert abs(ages[run.project_id, run.run_name] - (scraped_at - run.created)) < 5
-    assert samples(text, "nsml_api_total_count") == [({}, float(len(runs)))]
+    assert samples(text, "nsml_api_reported_runs") == [({}, float(len(runs)))]
 
 
 def test_zero_based_api_with_first_page_0(
@@ -231,7 +231,7 @@ def test_metrics_endpoint_serves_what_prometheus_client_would(
 def test_simulator_fast_path_serves_the_same_page_as_its_reference_path() -> None:
     import json as _json
 
-    from exporter.population import generate_population
+    from exporter.demo.population import generate_population
     from tests.fake_api import FaultySimulator
 
     sim = FaultySimulator("a", "s", generate_population(250, time.time(), future_rate=0))
@@ -347,8 +347,8 @@ def test_finished_run_histograms_match_the_simulator_exactly(
 def test_the_packaged_simulator_takes_no_fault_commands() -> None:
     """The fault switchboard is test code (tests/fake_api.py): the installed simulator accepts
     no command, from anyone."""
-    import exporter.simulator as packaged
-    from exporter.simulator import Simulator
+    import exporter.demo.simulator as packaged
+    from exporter.demo.simulator import Simulator
 
     assert not hasattr(packaged, "Fault")
     server = SimulatorServer(Simulator("a", "s")).start()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from exporter.simulator import SimulatorServer
+from exporter.demo.simulator import SimulatorServer
 from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, static_runs
 
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from exporter.errors import HTTPStatusError, InconsistentPagingError
-from exporter.models import RunPage, decode_page
-from exporter.paging import RunList, read_run_list
+from exporter.nsml.models import RunPage, decode_page
+from exporter.nsml.paging import RunList, read_run_list
 from tests.conftest import api_run
 
 Handler = Callable[[int, int], tuple[int, Any]]

@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from exporter.simulator import SimulatorServer
+from exporter.demo.simulator import SimulatorServer
 from tests.conftest import (
     ACCESS,
     SECRET,

@@ -182,7 +182,7 @@ def test_client_aborts_write_no_traceback_and_json_stays_json(
     assert "Traceback" not in exporter.logs()
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     about_aborts = [
-        r for r in records if r["logger"] == "exporter.server" and "HTTP/1.1" not in r["msg"]
+        r for r in records if r["logger"] == "exporter.web.server" and "HTTP/1.1" not in r["msg"]
     ]
     assert len(about_aborts) <= 100  # at most one line per failed request (access lines aside)
     assert not [r for r in records if r["level"] not in ("debug", "info")]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from exporter.client import NsmlClient
-from exporter.signing import signature, signed_headers
+from exporter.nsml.client import NsmlClient
+from exporter.nsml.signing import signature, signed_headers
 from tests.conftest import ACCESS, SECRET, FakeAdapter, load_fixture, make_settings
 
 

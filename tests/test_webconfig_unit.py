@@ -7,8 +7,8 @@ import base64
 import bcrypt
 import pytest
 
-from exporter import webconfig
-from exporter.webconfig import BasicAuth
+from exporter.web import webconfig
+from exporter.web.webconfig import BasicAuth
 
 
 def header(user: str, password: str) -> str:

@@ -12,7 +12,6 @@ import contextlib
 import gzip
 import html
 import logging
-import re
 import socket
 import ssl
 import sys
@@ -23,9 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
-from . import __version__
+from .. import __version__
+from .negotiation import FORMATS, gzip_accepted, negotiate
 from .webconfig import AuthBusy, WebConfig
 
 log = logging.getLogger(__name__)
@@ -38,11 +37,11 @@ LANDING = """<!DOCTYPE html>
 </body></html>
 """
 TEXT = "text/plain; charset=utf-8"
-#: Exposition content types served: prometheus_client's, with a version it knows.
-SERVED_TYPE = re.compile(
-    r"(text/plain|application/openmetrics-text); version=(0\.0\.1|0\.0\.4|1\.0\.0|2\.0\.0)"
-    r"; charset=utf-8(; escaping=[a-z-]+)?"
-)
+NOT_ACCEPTABLE = (
+    "Not Acceptable. Served: "
+    + ", ".join(f"{f.media_type}; version={f.version}" for f in FORMATS)
+    + "\n"
+).encode()
 BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 25\r\nConnection: close\r\n\r\ntoo many connections, bye\n"
@@ -270,26 +269,29 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"Not Found\n")
 
+    def _header(self, name: str) -> str | None:
+        """A header's field lines joined, as RFC 9110 says a list-valued header is combined."""
+        values = self.headers.get_all(name)
+        return ", ".join(values) if values else None
+
     def _metrics(self) -> None:
-        try:
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        except (TypeError, ValueError, AttributeError):  # a version that is no number
-            encoder, content_type = None, ""
-        if encoder is None or not SERVED_TYPE.fullmatch(content_type):
-            self._send(406, b"Not Acceptable: text/plain or application/openmetrics-text\n")
+        choice = negotiate(self._header("Accept"))
+        if choice is None:
+            self._send(406, NOT_ACCEPTABLE, headers=VARY)
             return
         try:
-            body = encoder(self.server.registry)
+            body = choice.encoder(self.server.registry)
         except Exception:
             log.exception("rendering /metrics failed")
             self._send(500, b"internal error, see the exporter's log\n")
             return
-        headers = {}
-        if "gzip" in self.headers.get("Accept-Encoding", ""):
+        headers = dict(VARY)
+        if gzip_accepted(self._header("Accept-Encoding")):
             body = gzip.compress(body, compresslevel=1)
             headers["Content-Encoding"] = "gzip"
-        self._send(200, body, content_type, headers)
+        self._send(200, body, choice.content_type, headers)
 
 
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="nsml-exporter", charset="UTF-8"'}
 RETRY = {"Retry-After": "1"}
+VARY = {"Vary": "Accept, Accept-Encoding"}

@@ -1,7 +1,4 @@
-"""The demo: a lively simulated NSML API on loopback, for `--demo` and on its own.
-
-`python -m exporter.demo --help` serves the simulator alone (the benchmark runs it this way).
-"""
+"""`python -m exporter.demo --help`: the simulated NSML API alone (the benchmark runs it so)."""
 
 from __future__ import annotations
 
@@ -12,17 +9,6 @@ import time
 
 from .population import generate_population
 from .simulator import Simulator, SimulatorServer
-
-
-def demo_simulator(
-    access_key: str, secret_key: str, runs: int = 240, seed: int = 7, port: int = 0
-) -> SimulatorServer:
-    """A lively population on loopback: about one new run a minute, for a day."""
-    now = time.time()
-    sim = Simulator(
-        access_key, secret_key, generate_population(runs, now, seed=seed, future_rate=1 / 60)
-    )
-    return SimulatorServer(sim, port=port).start()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,8 +28,8 @@ from urllib3.exceptions import ProtocolError, ProxyError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     AuthError,
     ConnectionFailedError,
     HTTPStatusError,
@@ -37,8 +37,8 @@ from .errors import (
     RequestTimeoutError,
     ThrottledError,
 )
+from ..settings import Settings
 from .models import DecodeFailed, RunPage, decode_error, decode_page
-from .settings import Settings
 from .signing import signed_headers
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import CollectionError
+from ..errors import CollectionError
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from functools import partial
 
 from requests.adapters import BaseAdapter
 
+from ..settings import Settings
 from .api import NsmlApi, RequestObserver
 from .models import RunPage
 from .paging import RunList, read_run_list
 from .retry import with_retries
-from .settings import Settings
 
 
 class NsmlClient:

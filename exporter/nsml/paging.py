@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 
-from .errors import HTTPStatusError, InconsistentPagingError
+from ..errors import HTTPStatusError, InconsistentPagingError
 from .models import Run, RunPage
 
 RunKey = tuple[str, str]

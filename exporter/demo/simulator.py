@@ -32,8 +32,8 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
+from ..nsml.signing import gateway_check
 from .population import SimRun
-from .signing import gateway_check
 
 BASE_PATH = "/nsml/v1"
 RUNS_PATH = f"{BASE_PATH}/projects/runs"

@@ -22,8 +22,8 @@ from typing import Any
 import bcrypt
 import yaml
 
-from .errors import ConfigError
-from .settings import setting_label
+from ..errors import ConfigError
+from ..settings import setting_label
 
 SETTING = setting_label("web_config_file")
 TLS_VERSIONS = {
