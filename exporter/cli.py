@@ -72,14 +72,17 @@ def _describe(error: ValidationError) -> ConfigError:
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """`NSML_EXPORTER_*` variables that are no setting, each with the closest setting's name."""
-    known = [f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields]
+    """`NSML_EXPORTER_*` variables (any case) that are no setting, each with the closest
+    setting's name. Names are compared without the prefix they all share: with it, any typo
+    would look close to some setting."""
+    known = [name.upper() for name in Settings.model_fields]
     found = []
     for name in sorted(environ):
         upper = name.upper()
-        if upper.startswith(ENV_PREFIX) and upper not in known:
-            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
-            found.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        if not upper.startswith(ENV_PREFIX) or upper[len(ENV_PREFIX) :] in known:
+            continue
+        close = difflib.get_close_matches(upper[len(ENV_PREFIX) :], known, n=1, cutoff=0.75)
+        found.append(f"{name} (did you mean {ENV_PREFIX}{close[0]}?)" if close else name)
     return found
 
 

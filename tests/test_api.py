@@ -17,13 +17,15 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from exporter.errors import CollectionError, ConnectionFailedError, InvalidResponseError
 from exporter.nsml.client import NsmlClient
-from exporter.errors import ConnectionFailedError
 from exporter.nsml.paging import RunList
 from tests.conftest import (
     ACCESS,
     SECRET,
     ExporterProcess,
+    FakeAdapter,
+    api_run,
     exporter_args_for,
     exporter_env,
     make_settings,
@@ -286,3 +288,68 @@ def test_a_netrc_entry_for_the_api_host_is_sent(
     populated.sim.authenticate = recording  # type: ignore[method-assign]
     assert len(fetch(populated.base_url).runs) == RUNS
     assert set(seen) == {"Basic " + base64.b64encode(b"gw-user:gw-pass").decode()}
+
+
+# -- units over a fake transport: Retry-After, the size limit, what is retried ----------------
+
+
+def test_retry_after_as_an_http_date_is_seconds_from_now() -> None:
+    """Bug caught: the sign flipped for the HTTP-date form (a date 30 s ahead read as 0)."""
+    from email.utils import formatdate
+
+    from exporter.nsml.api import retry_after
+
+    ahead = retry_after(formatdate(time.time() + 30, usegmt=True))
+    assert ahead is not None
+    assert 28 <= ahead <= 31
+    assert retry_after(formatdate(time.time() - 30, usegmt=True)) == 0.0  # past: at once
+    assert retry_after("120") == 120.0
+    assert retry_after("soon") is None
+    assert retry_after(None) is None
+
+
+def one_page_body() -> bytes:
+    import json
+
+    return json.dumps({"runList": [api_run("p1", "1")], "totalCount": 1}).encode()
+
+
+@pytest.mark.parametrize(("slack", "accepted"), [(0, True), (1, True), (-1, False)])
+def test_a_body_of_exactly_max_response_bytes_is_accepted(slack: int, accepted: bool) -> None:
+    """Bug caught: `size >= MAX_RESPONSE_BYTES`, refusing a body exactly at the limit."""
+    body = one_page_body() + b" " * 1024  # JSON allows trailing white space; over the 1024 floor
+    adapter = FakeAdapter(lambda page, size: (200, body))
+    client = NsmlClient(
+        make_settings(max_response_bytes=len(body) + slack, retries=0), adapter=adapter
+    )
+    try:
+        if accepted:
+            assert len(client.fetch_runs(deadline=time.monotonic() + 10).runs) == 1
+        else:
+            with pytest.raises(InvalidResponseError, match="MAX_RESPONSE_BYTES"):
+                client.fetch_runs(deadline=time.monotonic() + 10)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"),
+    [(429, True), (500, True), (502, True), (503, True), (504, True), (400, False), (404, False)],
+)
+def test_which_statuses_are_asked_again(status: int, retried: bool) -> None:
+    """Bug caught: any one status dropped from (or added to) the retryable set; 502 then 200
+    with RETRIES=1 is a success."""
+    answers = iter(
+        [(status, {"error": {"errorCode": 900, "message": "x"}}), (200, one_page_body())]
+    )
+    adapter = FakeAdapter(lambda page, size: next(answers))
+    client = NsmlClient(make_settings(retries=1), adapter=adapter)
+    try:
+        if retried:
+            assert len(client.fetch_runs(deadline=time.monotonic() + 10).runs) == 1
+        else:
+            with pytest.raises(CollectionError):
+                client.fetch_runs(deadline=time.monotonic() + 10)
+    finally:
+        client.close()
+    assert len(adapter.calls) == (2 if retried else 1)

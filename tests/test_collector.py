@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.nsml.client import NsmlClient
 from exporter.collector import NsmlCollector
 from exporter.errors import HTTPStatusError
+from exporter.nsml.client import NsmlClient
 from exporter.nsml.models import decode_page
 from exporter.nsml.paging import RunList, run_key
 from exporter.selfmetrics import ExporterMetrics
@@ -521,3 +521,37 @@ def test_a_failed_collection_serves_no_finished_run_families() -> None:
         "nsml_run_finished_age_seconds",
         "nsml_project_last_created_timestamp_seconds",
     }
+
+
+def test_a_future_run_among_past_ones_is_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Bug caught: the future-time check made on the oldest series (10:00) instead of the
+    newest (23:00), so a wrong TIMEZONE goes unsaid whenever one older run exists."""
+    runs = [
+        api_run("p1", "1", "RUN_STATE_IN_PROGRESS", created="2024-09-03 10:00:00"),
+        api_run("p1", "2", "RUN_STATE_IN_PROGRESS", created="2024-09-03 23:00:00"),
+    ]
+    generate_latest(scrape(runs))
+    warnings = [r for r in caplog.records if "TIMEZONE" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "run 2 " in warnings[0].getMessage()
+
+
+def test_runs_within_two_minutes_ahead_are_clock_drift_not_a_timezone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    runs = [api_run("p1", "1", "RUN_STATE_IN_PROGRESS", created="2024-09-03 12:02:00")]
+    generate_latest(scrape(runs))  # NOW is 12:00:00: 120 s ahead is within the tolerance
+    assert not [r for r in caplog.records if "TIMEZONE" in r.getMessage()]
+
+
+def test_a_failed_collection_serves_no_omitted_count() -> None:
+    """Bug caught: `nsml_run_series_omitted` served from a failed collection (as 0, a value
+    the exporter does not know)."""
+
+    def failing(deadline: float) -> RunList:
+        raise HTTPStatusError("page 1: HTTP 503", status=503)
+
+    scraped = Scraped(registry_for(failing))
+    assert scraped.value("nsml_up") == 0
+    assert "nsml_run_series_omitted" not in scraped.names
+    assert "nsml_runs" not in scraped.names

@@ -243,3 +243,15 @@ def test_uneven_pages_are_all_in_flight_at_once() -> None:
     assert len(result.runs) == 31
     assert sorted(pages.pages) == [1, 2, 3, 4]
     assert {2, 3, 4} in together
+
+
+def test_a_400_for_page_1_carries_no_first_page_hint() -> None:
+    """Bug caught: the FIRST_PAGE hint added to any 400. With FIRST_PAGE=1 a 400 is about
+    something else (PAGE_SIZE, the URL): pointing at FIRST_PAGE would mislead."""
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        return 400, {"error": {"errorCode": 100, "message": "Bad Request Exception"}}
+
+    with pytest.raises(HTTPStatusError) as raised:
+        fetch(handler, first_page=1)
+    assert "FIRST_PAGE" not in str(raised.value)

@@ -186,3 +186,54 @@ def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
     assert len(warnings) == 1, result.stderr
     assert "NSML_EXPORTER_PAGESIZE (did you mean NSML_EXPORTER_PAGE_SIZE?)" in warnings[0]
     assert "NSML_EXPORTER_ZZZ" in warnings[0]
+
+
+def test_a_typo_is_found_in_any_case_and_a_stranger_gets_no_suggestion() -> None:
+    """Bugs caught: a case-sensitive prefix check (a lower-case typo goes unsaid), and a
+    suggestion made on the shared prefix alone (ZZZ is no misspelt PORT)."""
+    from exporter.cli import unknown_variables
+
+    found = unknown_variables(
+        {
+            "nsml_exporter_pagesize": "10",
+            "NSML_EXPORTER_ZZZ": "1",
+            "NSML_EXPORTER_PORT": "1",  # a setting: not named
+            "nsml_exporter_port": "1",  # a setting in another case: not named
+            "OTHER_PAGESIZE": "1",  # not ours
+        }
+    )
+    assert found == [
+        "NSML_EXPORTER_ZZZ",
+        "nsml_exporter_pagesize (did you mean NSML_EXPORTER_PAGE_SIZE?)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "setting"),
+    [
+        ({"max_run_series": "-1"}, "MAX_RUN_SERIES"),
+        ({"duration_buckets": "60,60,120"}, "DURATION_BUCKETS"),
+        ({"finished_age_buckets": "0,60"}, "FINISHED_AGE_BUCKETS"),
+        ({"max_response_bytes": "1023"}, "MAX_RESPONSE_BYTES"),
+        ({"page_size": "-1"}, "PAGE_SIZE"),
+    ],
+)
+def test_boundary_values_below_the_range_are_refused(flags: dict[str, str], setting: str) -> None:
+    """Bugs caught: `ge=0` dropped from MAX_RUN_SERIES, duplicate bucket bounds allowed."""
+    with pytest.raises(ConfigError, match=f"NSML_EXPORTER_{setting} "):
+        settings_from({"access_key": "a", "secret_key": "s", **flags})
+
+
+@pytest.mark.parametrize(
+    ("flags", "attribute", "expected"),
+    [
+        ({"max_run_series": "0"}, "max_run_series", 0),
+        ({"max_response_bytes": "1024"}, "max_response_bytes", 1024),
+        ({"duration_buckets": "0.5,60"}, "duration_buckets", [0.5, 60.0]),
+    ],
+)
+def test_boundary_values_at_the_edge_of_the_range_are_taken(
+    flags: dict[str, str], attribute: str, expected: object
+) -> None:
+    settings = settings_from({"access_key": "a", "secret_key": "s", **flags})
+    assert getattr(settings, attribute) == expected

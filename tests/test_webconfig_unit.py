@@ -1,12 +1,19 @@
-"""Basic auth and proxy choice, as units: what the README promises about them."""
+"""Basic auth and the web-config file, as units: what the README promises about them."""
 
 from __future__ import annotations
 
 import base64
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
+import yaml
 
+from exporter.errors import ConfigError
 from exporter.web import webconfig
 from exporter.web.webconfig import BasicAuth
 
@@ -51,3 +58,168 @@ def test_an_unknown_user_still_costs_a_bcrypt_check(counted: list[bytes]) -> Non
 def test_malformed_authorization_is_refused(value: str | None) -> None:
     auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
     assert not auth.check(value)
+
+
+# -- boundaries and every value of each setting (issue 17's surviving one-line bugs) ----------
+
+
+def test_an_unknown_user_is_checked_against_the_highest_configured_cost(
+    counted: list[bytes],
+) -> None:
+    """Bug caught: the dummy hash at bcrypt's default cost 12 instead of the users' highest."""
+    auth = BasicAuth(
+        {
+            "a": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)),
+            "b": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=5)),
+        }
+    )
+    assert not auth.check(header("mallory", "pw"))
+    assert [hashed.split(b"$")[2] for hashed in counted] == [b"05"]
+
+
+@pytest.mark.parametrize(("length", "accepted"), [(71, True), (72, True), (73, False)])
+def test_passwords_up_to_72_bytes_are_checked_and_longer_ones_refused(
+    length: int, accepted: bool
+) -> None:
+    """Bug caught: `>=` for `>` at bcrypt's 72-byte limit. A 73-byte password whose first 72
+    bytes are right must not pass: bcrypt would see only those."""
+    password = "p" * length
+    hashed = bcrypt.hashpw(password[:72].encode(), bcrypt.gensalt(rounds=4))
+    auth = BasicAuth({"prom": hashed})
+    assert auth.check(header("prom", password)) is accepted
+
+
+def test_a_check_that_cannot_get_a_slot_within_its_wait_is_refused_busy() -> None:
+    """Bug caught: `acquire()` without its timeout (a flood would queue forever)."""
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))}, slots=1, wait=0.2)
+    release = threading.Event()
+    real = bcrypt.checkpw
+    entered = threading.Event()
+
+    def slow_checkpw(password: bytes, hashed: bytes) -> bool:
+        entered.set()
+        release.wait(5)
+        return real(password, hashed)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(webconfig.bcrypt, "checkpw", slow_checkpw)
+        blocked = threading.Thread(target=auth.check, args=(header("prom", "wrong"),))
+        blocked.start()
+        assert entered.wait(5)
+        started = time.monotonic()
+        with pytest.raises(webconfig.AuthBusy):
+            auth.check(header("prom", "other-wrong"))
+        assert time.monotonic() - started < 1
+        release.set()
+        blocked.join(5)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Basic " + base64.b64encode(b"prom:pw").decode() + "!!",
+        "Basic *" + base64.b64encode(b"prom:pw").decode(),
+        "Basic " + base64.b64encode(b"prom:pw").decode().rstrip("=") + " x",
+    ],
+)
+def test_base64_with_stray_characters_is_refused(value: str) -> None:
+    """Bug caught: `validate=False`, which drops the stray characters and lets `prom:pw` in."""
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
+    assert auth.check("Basic " + base64.b64encode(b"prom:pw").decode())  # the clean one passes
+    assert not auth.check(value)
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "basic", "BASIC"])
+def test_the_scheme_is_case_insensitive(scheme: str) -> None:
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
+    assert auth.check(f"{scheme} " + base64.b64encode(b"prom:pw").decode())
+
+
+# -- the file -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pem(pki: dict[str, Path], tmp_path: Path) -> Path:
+    """A folder holding a server certificate, its key and the CA, by bare names."""
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    for name in ("server_crt", "server_key", "ca"):
+        (folder / f"{name}.pem").write_bytes(pki[name].read_bytes())
+    return folder
+
+
+def load(folder: Path, tls: dict[str, Any]) -> webconfig.WebConfig:
+    path = folder / "web.yml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {
+                    "cert_file": "server_crt.pem",
+                    "key_file": "server_key.pem",
+                    **tls,
+                }
+            }
+        )
+    )
+    return webconfig.load_web_config(path)
+
+
+def test_relative_paths_are_read_from_the_files_folder_not_the_working_directory(
+    pem: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug caught: relative paths resolved against the working directory."""
+    monkeypatch.chdir("/")
+    assert load(pem, {}).ssl_context is not None
+
+
+def test_an_unsupported_tls_key_is_an_error_naming_it(pem: Path) -> None:
+    """Bug caught: unknown `tls_server_config` keys ignored (a cipher list that does nothing)."""
+    with pytest.raises(ConfigError, match=r"tls_server_config\.cipher_suites is not supported"):
+        load(pem, {"cipher_suites": ["TLS_AES_128_GCM_SHA256"]})
+
+
+@pytest.mark.parametrize("name", ["TLS10", "TLS11", "TLS12", "TLS13"])
+def test_each_max_version_sets_the_maximum(pem: Path, name: str) -> None:
+    """Bug caught: `max_version` setting the minimum."""
+    context = load(pem, {"min_version": "TLS10", "max_version": name}).ssl_context
+    assert context is not None
+    assert context.maximum_version == webconfig.TLS_VERSIONS[name]
+    assert context.minimum_version == ssl.TLSVersion.TLSv1
+
+
+@pytest.mark.parametrize("name", ["TLS10", "TLS11", "TLS12", "TLS13"])
+def test_each_min_version_sets_the_minimum(pem: Path, name: str) -> None:
+    context = load(pem, {"min_version": name}).ssl_context
+    assert context is not None
+    assert context.minimum_version == webconfig.TLS_VERSIONS[name]
+
+
+def test_min_version_defaults_to_tls12(pem: Path) -> None:
+    context = load(pem, {}).ssl_context
+    assert context is not None
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+@pytest.mark.parametrize(
+    ("mode", "verify"),
+    [
+        ("NoClientCert", ssl.CERT_NONE),
+        ("RequestClientCert", ssl.CERT_OPTIONAL),
+        ("VerifyClientCertIfGiven", ssl.CERT_OPTIONAL),
+        ("RequireAnyClientCert", ssl.CERT_REQUIRED),
+        ("RequireAndVerifyClientCert", ssl.CERT_REQUIRED),
+    ],
+)
+def test_each_client_auth_type_gives_its_verify_mode(
+    pem: Path, mode: str, verify: ssl.VerifyMode
+) -> None:
+    """Bug caught: any one of the five mapped to another mode (`VerifyClientCertIfGiven` to
+    `CERT_NONE` would accept any certificate)."""
+    context = load(pem, {"client_auth_type": mode, "client_ca_file": "ca.pem"}).ssl_context
+    assert context is not None
+    assert context.verify_mode == verify
+
+
+def test_an_unknown_client_auth_type_is_an_error_naming_the_values(pem: Path) -> None:
+    with pytest.raises(ConfigError, match="client_auth_type must be one of NoClientCert"):
+        load(pem, {"client_auth_type": "RequireAndVerify"})
