@@ -17,7 +17,6 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
-    generate_latest,
 )
 from pydantic import SecretStr
 
@@ -31,6 +30,8 @@ from .logs import setup_logging
 from .nsml.client import NsmlClient
 from .selfmetrics import ExporterMetrics
 from .settings import Settings, setting_label
+from .web.exposition import Exposition
+from .web.negotiation import PLAIN
 from .web.server import ExporterServer
 from .web.webconfig import WebConfig, load_web_config
 
@@ -87,35 +88,37 @@ def main(argv: list[str] | None = None) -> int:
 
     # No `_created` series beside the counters: nothing reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    registry = CollectorRegistry()
     metrics = ExporterMetrics()
     client = NsmlClient(settings, metrics.observe_request)
     collector = NsmlCollector(settings, client.fetch_runs, metrics)
-    registry.register(collector)
-    metrics.register(registry)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    live = CollectorRegistry()  # the exporter's own families, read fresh on every scrape
+    metrics.register(live)
+    ProcessCollector(registry=live)
+    PlatformCollector(registry=live)
+    exposition = Exposition(collector, live)
 
     try:
-        if args.once:
-            sys.stdout.write(generate_latest(registry).decode())
+        if args.once:  # what /metrics answers `Accept: */*`
+            sys.stdout.buffer.write(b"".join(exposition.render(PLAIN, gzipped=False)))
+            sys.stdout.flush()
             last = collector.shared.last
             return 0 if last is not None and last.ok else 1
-        return _serve(settings, registry, web)
+        return _serve(settings, exposition, web)
     finally:
         client.close()
         if sim is not None:
             sim.stop()
 
 
-def _serve(settings: Settings, registry: CollectorRegistry, web: WebConfig) -> int:
+def _serve(settings: Settings, exposition: Exposition, web: WebConfig) -> int:
     try:
         server = ExporterServer(
             (settings.listen_address, settings.port),
-            registry,
+            exposition,
             web,
             max_connections=settings.max_connections,
             header_timeout=settings.header_timeout,
+            collect_timeout=settings.collect_timeout,
         )
     except OSError as error:
         where = f"{settings.listen_address}:{settings.port}"
@@ -143,8 +146,15 @@ def _serve(settings: Settings, registry: CollectorRegistry, web: WebConfig) -> i
         settings.base_url,
     )
     stop.wait()
-    if not server.stop(settings.shutdown_grace):
-        log.warning("scrapes still in flight after SHUTDOWN_GRACE (%gs)", settings.shutdown_grace)
+    cut = server.stop(settings.shutdown_grace)
+    if cut:
+        # Still exit 0: the stop was asked for; the line says which answers it cut.
+        log.warning(
+            "cut %d request(s) still in flight after SHUTDOWN_GRACE (%gs): %s",
+            len(cut),
+            settings.shutdown_grace,
+            "; ".join(cut),
+        )
     return 0
 
 

@@ -1,9 +1,10 @@
 """The Prometheus side: one custom collector that reads the run list when scraped.
 
 Each scrape asks the `SharedCollection` for a snapshot (concurrent scrapes share the collection in
-flight). Families are built fresh from the snapshot on every scrape, never module-level gauges, so
-a run that disappears from the API disappears from `/metrics` too, and a failed collection serves
-no run series at all.
+flight). Families are built fresh from each snapshot, never module-level gauges, so a run that
+disappears from the API disappears from `/metrics` too, and a failed collection serves no run
+series at all. Every value comes from the snapshot (ages too are as of the collection's end), so
+scrapes served the same collection get the same bytes.
 """
 
 from __future__ import annotations
@@ -64,7 +65,10 @@ class NsmlCollector(Collector):
         self._total_count: int | None = None
         self._warned_future = False
         self.shared = SharedCollection(
-            self.collect_once, settings.cache_seconds, settings.min_interval
+            self.collect_once,
+            settings.cache_seconds,
+            settings.min_interval,
+            succeeded=lambda snapshot: snapshot.ok,
         )
 
     # -- collecting --------------------------------------------------------------------------
@@ -107,12 +111,14 @@ class NsmlCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """The families this collector serves, without touching the API."""
-        yield from self._families(Snapshot(ok=True, duration=0.0, finished=0.0), describe=True)
+        yield from self.families(Snapshot(ok=True, duration=0.0, finished=0.0), describe=True)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._families(self.shared.get())
+        yield from self.families(self.shared.get())
 
-    def _families(self, snap: Snapshot, describe: bool = False) -> Iterator[Metric]:
+    def families(self, snap: Snapshot, describe: bool = False) -> Iterator[Metric]:
+        """The families of one collection: the same for every scrape it serves, so the web side
+        renders them once per collection and format."""
         yield GaugeMetricFamily(
             "nsml_up",
             "1 if the last collection read the whole NSML run list, else 0",
@@ -171,7 +177,7 @@ class NsmlCollector(Collector):
             f"updateTime as Unix seconds, {doc}",
             labels=RUN_LABELS,
         )
-        now = self._now()
+        now = snap.finished  # ages as of the collection, like every other value served from it
         for run, created_at, updated_at in snap.series:
             labels = _run_labels(run)
             age.add_metric(labels, now - created_at)

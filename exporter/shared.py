@@ -1,9 +1,10 @@
 """One collection at a time, shared: concurrent scrapes wait for the one in flight.
 
-`CACHE_SECONDS` reuses a finished collection while it is younger than that. `MIN_INTERVAL`
-(at least a second by default) keeps a flood of sequential scrapes from becoming a flood of
-signed API requests: a scrape that comes sooner than that after the last collection began is
-served that collection.
+`CACHE_SECONDS` reuses a successful collection while it is younger than that; a failed one is
+never cached, so the first scrape after the API comes back reads it. `MIN_INTERVAL` keeps a flood
+of sequential scrapes from becoming a flood of signed API requests: a scrape that comes sooner
+than that after the last collection began is served that collection, success or failure (during
+an outage that protects the quota too).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ class SharedCollection(Generic[T]):
         cache_seconds: float = 0.0,
         min_interval: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        succeeded: Callable[[T], bool] = lambda result: True,
     ) -> None:
         self._collect = collect
+        self._succeeded = succeeded
         self._reuse_for = cache_seconds
         self._min_interval = min_interval
         self._clock = clock
@@ -44,10 +47,8 @@ class SharedCollection(Generic[T]):
     def _fresh(self, now: float) -> bool:
         if self._last is None:
             return False
-        return (
-            now - self._last_finished < self._reuse_for
-            or now - self._last_started < self._min_interval
-        )
+        cached = now - self._last_finished < self._reuse_for and self._succeeded(self._last)
+        return cached or now - self._last_started < self._min_interval
 
     def get(self) -> T:
         with self._lock:

@@ -32,6 +32,7 @@ class Fault:
     times: int | None = None
     size: int = 20 * 1024 * 1024
     seconds: float = 30.0
+    details: str = "simulated failure"  # the error body's `details`
 
     def applies(self, page: int) -> bool:
         if self.pages is not None and page not in self.pages:
@@ -140,7 +141,7 @@ class FaultyHandler(SimulatorHandler):
         whole = json.dumps(self.sim.run_list_page(page, 100, None)).encode()
         if kind == "status":
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else None
-            self._error(fault.status, "simulated failure", extra)
+            self._error(fault.status, fault.details, extra)
         elif kind == "hang":
             self.server.stopping.wait(fault.seconds)
             self.close_connection = True

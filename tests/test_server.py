@@ -182,7 +182,7 @@ def test_client_aborts_write_no_traceback_and_json_stays_json(
     assert "Traceback" not in exporter.logs()
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     about_aborts = [
-        r for r in records if r["logger"] == "exporter.web.server" and "HTTP/1.1" not in r["msg"]
+        r for r in records if r["logger"].startswith("exporter.web.") and "HTTP/1.1" not in r["msg"]
     ]
     assert len(about_aborts) <= 100  # at most one line per failed request (access lines aside)
     assert not [r for r in records if r["level"] not in ("debug", "info")]
@@ -261,6 +261,11 @@ def test_a_request_trickling_in_is_cut_at_the_header_deadline(
     assert cut < 4, cut
 
 
+def threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Threads:")).split()[1])
+
+
 def test_connections_are_capped_and_memory_returns_after_a_flood(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -274,8 +279,11 @@ def test_connections_are_capped_and_memory_returns_after_a_flood(
     baseline = rss_kib(exporter.proc.pid)
     held = [socket.create_connection((host, int(port))) for _ in range(50)]
     time.sleep(0.3)
-    with socket.create_connection((host, int(port)), timeout=5) as extra:
-        assert extra.recv(100).startswith(b"HTTP/1.1 503")
+    # At the cap, a newcomer gets room: the connection idle longest is closed for it.
+    assert exporter.get("/healthz").status_code == 200
+    held[0].settimeout(5)
+    assert held[0].recv(100) == b""
+    assert threads(exporter.proc.pid) <= 50 + 8  # one per connection, the cap holds
     for sock in held:
         sock.close()
     for _ in range(6):  # 3,000 connections in waves, each left idle until the deadline cuts it

@@ -223,3 +223,27 @@ def test_each_client_auth_type_gives_its_verify_mode(
 def test_an_unknown_client_auth_type_is_an_error_naming_the_values(pem: Path) -> None:
     with pytest.raises(ConfigError, match="client_auth_type must be one of NoClientCert"):
         load(pem, {"client_auth_type": "RequireAndVerify"})
+
+
+def test_user_names_do_not_leak_by_timing_when_costs_differ() -> None:
+    """Issue 16 (4): alice at cost 10, bob at 12: an unknown user took 303 ms and alice's
+    wrong password 78 ms (ratio 3.9). Every wrong password now takes as long as the costliest
+    check. Scaled down: costs 6 and 9, medians of 5."""
+    auth = BasicAuth(
+        {
+            "alice": bcrypt.hashpw(b"a", bcrypt.gensalt(rounds=6)),
+            "bob": bcrypt.hashpw(b"b", bcrypt.gensalt(rounds=9)),
+        }
+    )
+
+    def median_seconds(user: str) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            assert not auth.check(header(user, "wrong"))
+            times.append(time.perf_counter() - started)
+        return sorted(times)[2]
+
+    unknown, alice, bob = median_seconds("mallory"), median_seconds("alice"), median_seconds("bob")
+    assert 0.6 < unknown / alice < 1.6, (unknown, alice)
+    assert 0.6 < unknown / bob < 1.6, (unknown, bob)

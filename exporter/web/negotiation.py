@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from prometheus_client import CollectorRegistry
 from prometheus_client import exposition as text
 from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.registry import Collector
 
 ESCAPINGS = ("allow-utf-8", "underscores", "dots", "values")
 DEFAULT_ESCAPING = "underscores"
@@ -106,10 +106,14 @@ class Choice:
         return f"{base}; escaping={self.escaping}" if self.format.escapes else base
 
     @property
-    def encoder(self) -> Callable[[CollectorRegistry], bytes]:
+    def encoder(self) -> Callable[[Collector], bytes]:
         if self.format.media_type == "text/plain":
             return partial(text.generate_latest, escaping=self.escaping)
         return partial(openmetrics.generate_latest, escaping=self.escaping, version="1.0.0")
+
+
+#: What `Accept: */*` (or none) gets.
+PLAIN = Choice(FORMATS[0], DEFAULT_ESCAPING)
 
 
 def _specificity(element: Element, fmt: Format) -> int | None:

@@ -1,56 +1,58 @@
 """HTTP: `/metrics`, a landing page at `/`, and `/healthz`, with optional TLS and basic auth.
 
-The standard library's threaded server, held to what an exposed endpoint needs: a connection cap,
-a deadline for a request to arrive whole (a watchdog shuts overdue sockets), a status line for
-every request, no body on a GET, one debug line for a client that hangs up, and a graceful stop.
-Why not cheroot, waitress or gunicorn: docs/http-server.md. `/healthz` never needs credentials.
+The standard library's threaded server, held to what an exposed endpoint needs (measured reasons,
+and why not uvicorn or hypercorn: docs/http-server.md):
+- a watchdog owns every deadline: `HEADER_TIMEOUT` for the TLS handshake and the request to
+  arrive whole, however slowly it trickles; `COLLECT_TIMEOUT` plus `ANSWER_TIMEOUT` for an answer;
+- `MAX_CONNECTIONS`: at the cap, the connection idle longest (waiting for a request, or in a
+  handshake) is closed to make room, so silent sockets cannot lock out health checks and
+  scrapers; only when every connection has a request in flight is a newcomer answered 503;
+- requests read strictly (handler.py);
+- SIGTERM: stop accepting, answer the backlog 503, close idle connections, let answers in flight
+  finish within `SHUTDOWN_GRACE`, and name those that did not.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import html
 import logging
 import socket
 import ssl
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry
-
-from .. import __version__
-from .negotiation import FORMATS, gzip_accepted, negotiate
-from .webconfig import AuthBusy, WebConfig
+from .exposition import Exposition
+from .handler import TEXT, Handler
+from .webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
-LANDING = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>NSML Exporter</title></head>
-<body><h1>NSML Exporter</h1>
-<p>Prometheus exporter for NAVER Cloud CLOVA NSML runs, version {version}.</p>
-<ul><li><a href="metrics">Metrics</a></li><li><a href="healthz">Health</a></li></ul>
-</body></html>
-"""
-TEXT = "text/plain; charset=utf-8"
-NOT_ACCEPTABLE = (
-    "Not Acceptable. Served: "
-    + ", ".join(f"{f.media_type}; version={f.version}" for f in FORMATS)
-    + "\n"
-).encode()
-BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 25\r\nConnection: close\r\n\r\ntoo many connections, bye\n"
-)
-PLAIN_TO_TLS = (
-    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 24\r\nConnection: close\r\n\r\nthis port speaks HTTPS.\n"
-)
+
+def _canned(status: str, body: bytes) -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: {TEXT}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+
+
+BUSY = _canned("503 Service Unavailable", b"too many connections, bye\n")
+STOPPING = _canned("503 Service Unavailable", b"shutting down\n")
+PLAIN_TO_TLS = _canned("400 Bad Request", b"this port speaks HTTPS.\n")
 CLIENT_GONE = (ConnectionError, TimeoutError, ssl.SSLError)
+#: How long a client has to take an answer once it is ready.
+ANSWER_TIMEOUT = 60.0
+
+
+@dataclass
+class _Watched:
+    deadline: float
+    idle: bool  # waiting for a request (or in a TLS handshake): first to go at the cap
+    since: float
+    what: str = ""
 
 
 class ExporterServer(ThreadingHTTPServer):
@@ -60,25 +62,26 @@ class ExporterServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        registry: CollectorRegistry,
+        exposition: Exposition,
         web: WebConfig,
         *,
         max_connections: int = 512,
         header_timeout: float = 10.0,
-        response_timeout: float = 60.0,
+        collect_timeout: float = 9.0,
+        answer_timeout: float = ANSWER_TIMEOUT,
     ) -> None:
-        self.registry = registry
+        self.exposition = exposition
         self.web = web
         self.header_timeout = header_timeout
-        self.response_timeout = response_timeout
+        self.response_timeout = collect_timeout + answer_timeout
         self.stopping = threading.Event()
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self._max_connections = max_connections
+        self._active = 0
         self._lock = threading.Condition()
-        # (deadline, idle) per connection: idle while its request arrives, in flight after.
-        self._deadlines: dict[socket.socket, tuple[float, bool]] = {}
+        self._watched: dict[socket.socket, _Watched] = {}
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, _Handler)
+        super().__init__(address, Handler)
         threading.Thread(target=self._watch, name="http-watchdog", daemon=True).start()
 
     @property
@@ -88,11 +91,26 @@ class ExporterServer(ThreadingHTTPServer):
         shown = f"[{host}]" if ":" in host else host
         return f"{scheme}://{shown}:{port}"
 
-    # -- connections: a cap, and deadlines kept by a watchdog --------------------------------
+    # -- connections: a cap that makes room by closing the longest idle ----------------------
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.debug("refused a connection from %s: MAX_CONNECTIONS reached", client_address[0])
+        with self._lock:
+            victim = None
+            if self._active >= self._max_connections:
+                idle = [(w.since, s) for s, w in self._watched.items() if w.idle]
+                victim = min(idle, key=lambda pair: pair[0])[1] if idle else None
+                if victim is None:
+                    log.debug(
+                        "refused %s: every connection has a request in flight", client_address[0]
+                    )
+                else:
+                    del self._watched[victim]
+            admitted = victim is not None or self._active < self._max_connections
+            if admitted:
+                self._active += 1
+        if victim is not None:
+            _cut(victim)
+        if not admitted:
             with contextlib.suppress(OSError):
                 request.sendall(BUSY)
             self.shutdown_request(request)
@@ -100,22 +118,29 @@ class ExporterServer(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._release()
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release()
 
-    def watch(self, sock: socket.socket, seconds: float, idle: bool = False) -> None:
+    def _release(self) -> None:
         with self._lock:
-            self._deadlines[sock] = (time.monotonic() + seconds, idle)
+            self._active -= 1
+
+    def watch(
+        self, sock: socket.socket, seconds: float, idle: bool = False, what: str = ""
+    ) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._watched[sock] = _Watched(now + seconds, idle, now, what)
 
     def unwatch(self, sock: socket.socket) -> None:
         with self._lock:
-            self._deadlines.pop(sock, None)
+            self._watched.pop(sock, None)
             self._lock.notify_all()
 
     def _watch(self) -> None:
@@ -126,26 +151,47 @@ class ExporterServer(ThreadingHTTPServer):
                 stopping = self.stopping.is_set()
                 late = [
                     sock
-                    for sock, (deadline, idle) in self._deadlines.items()
-                    if now > deadline or (stopping and idle)
+                    for sock, watched in self._watched.items()
+                    if now > watched.deadline or (stopping and watched.idle)
                 ]
                 for sock in late:
-                    del self._deadlines[sock]
+                    del self._watched[sock]
                 self._lock.notify_all()
             for sock in late:
-                # The thread blocked on it reads EOF, or its write fails: it ends.
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                _cut(sock)
 
-    def stop(self, grace: float) -> bool:
-        """Stop accepting, close idle connections, let requests in flight finish within `grace`
-        seconds. True when none was left unfinished."""
+    def stop(self, grace: float) -> list[str]:
+        """Stop accepting, answer the backlog 503, close idle connections, let answers in
+        flight finish within `grace` seconds. Returns those still unfinished then."""
         self.stopping.set()
         self.shutdown()
+        self._answer_backlog()
         self.server_close()
         with self._lock:
-            in_flight = self._deadlines.values
-            return self._lock.wait_for(lambda: all(i for _, i in in_flight()), timeout=grace)
+            self._lock.wait_for(lambda: all(w.idle for w in self._watched.values()), grace)
+            return sorted(w.what for w in self._watched.values() if not w.idle)
+
+    def _answer_backlog(self, budget: float = 2.0) -> None:
+        """Connections already queued get a status line, not a reset (within `budget`)."""
+        ends = time.monotonic() + budget
+        self.socket.setblocking(False)
+        while time.monotonic() < ends:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            try:
+                connection.settimeout(max(0.05, min(1.0, ends - time.monotonic())))
+                if self.web.ssl_context is not None:
+                    connection = self.web.ssl_context.wrap_socket(connection, server_side=True)
+                connection.sendall(STOPPING)
+                # Read what the client sent before closing: closing on unread data resets the
+                # connection, and the client may lose the answer.
+                connection.recv(65536)
+            except OSError:
+                pass
+            finally:
+                connection.close()
 
     # -- TLS and errors ----------------------------------------------------------------------
 
@@ -160,13 +206,23 @@ class ExporterServer(ThreadingHTTPServer):
             if first and first != b"\x16":  # not a TLS handshake: someone spoke plain HTTP
                 request.sendall(PLAIN_TO_TLS)
                 return
-            secure = context.wrap_socket(request, server_side=True)
+            # The handshake runs on the SSL socket, watched as itself: the raw socket gives its
+            # file descriptor to it and could no longer be shut down.
+            secure = context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as error:
-            log.debug("TLS handshake with %s failed: %s", client_address[0], error)
+            log.debug("TLS with %s failed: %s", client_address[0], error)
             return
         finally:
             self.unwatch(request)
         try:
+            self.watch(secure, self.header_timeout, idle=True)
+            try:
+                secure.do_handshake()
+            except (ssl.SSLError, OSError) as error:
+                log.debug("TLS handshake with %s failed: %s", client_address[0], error)
+                return
+            finally:
+                self.unwatch(secure)
             super().finish_request(secure, client_address)
         finally:
             secure.close()
@@ -185,113 +241,9 @@ class ExporterServer(ThreadingHTTPServer):
         return thread
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ExporterServer
-    protocol_version = "HTTP/1.1"
-    # A request line without a version gets an HTTP/1.0 status line, not a bare body.
-    default_request_version = "HTTP/1.0"
-    # Headers and body go out in separate writes: without TCP_NODELAY a keep-alive client's
-    # delayed ACK stalls every response by ~40 ms.
-    disable_nagle_algorithm = True
-    timeout = 30
-
-    def version_string(self) -> str:
-        return "nsml-exporter"  # no versions before any login
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def handle_one_request(self) -> None:
-        self.server.watch(self.connection, self.server.header_timeout, idle=True)
-        try:
-            super().handle_one_request()
-        finally:
-            self.server.unwatch(self.connection)
-        if self.server.stopping.is_set():
-            self.close_connection = True
-
-    def parse_request(self) -> bool:
-        if not super().parse_request():
-            return False
-        if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0") != "0":
-            self.send_error(400, "a request here has no body")
-            return False
-        self.server.watch(self.connection, self.server.response_timeout)  # now in flight
-        return True
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        self.close_connection = True  # what follows a bad request on this connection is unknown
-        self._send(code, f"{code} {message or self.responses.get(code, ('',))[0]}\n".encode())
-
-    def _send(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str = TEXT,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def do_HEAD(self) -> None:
-        self.do_GET()
-
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/healthz":
-            self._send(200, b"ok\n")
-            return
-        auth = self.server.web.auth
-        if auth is not None:
-            try:
-                allowed = auth.check(self.headers.get("Authorization"))
-            except AuthBusy:
-                self.close_connection = True
-                self._send(429, b"too many login attempts, try again\n", headers=RETRY)
-                return
-            if not allowed:
-                self.close_connection = True
-                self._send(401, b"Unauthorized\n", headers=CHALLENGE)
-                return
-        if path == "/metrics":
-            self._metrics()
-        elif path == "/":
-            body = LANDING.format(version=html.escape(__version__)).encode()
-            self._send(200, body, "text/html; charset=utf-8")
-        else:
-            self._send(404, b"Not Found\n")
-
-    def _header(self, name: str) -> str | None:
-        """A header's field lines joined, as RFC 9110 says a list-valued header is combined."""
-        values = self.headers.get_all(name)
-        return ", ".join(values) if values else None
-
-    def _metrics(self) -> None:
-        choice = negotiate(self._header("Accept"))
-        if choice is None:
-            self._send(406, NOT_ACCEPTABLE, headers=VARY)
-            return
-        try:
-            body = choice.encoder(self.server.registry)
-        except Exception:
-            log.exception("rendering /metrics failed")
-            self._send(500, b"internal error, see the exporter's log\n")
-            return
-        headers = dict(VARY)
-        if gzip_accepted(self._header("Accept-Encoding")):
-            body = gzip.compress(body, compresslevel=1)
-            headers["Content-Encoding"] = "gzip"
-        self._send(200, body, choice.content_type, headers)
-
-
-CHALLENGE = {"WWW-Authenticate": 'Basic realm="nsml-exporter", charset="UTF-8"'}
-RETRY = {"Retry-After": "1"}
-VARY = {"Vary": "Accept, Accept-Encoding"}
+def _cut(sock: socket.socket) -> None:
+    """Shut a connection down under the thread blocked on it: its read gets EOF, its write
+    fails, and it ends. The plain socket's shutdown, even for an SSL socket, whose own would
+    reset its TLS state under the other thread."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)

@@ -15,6 +15,7 @@ import os
 import secrets
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,9 @@ class BasicAuth:
     - A verified (user, password) pair is remembered as a SHA-256 digest, so a Prometheus
       scraping every few seconds costs no bcrypt after the first scrape, and never waits behind
       the checks of other clients.
-    - An unknown user is checked against a dummy hash of the highest configured cost: it takes
-      as long as a known user with a wrong password, so user names do not leak by timing.
+    - An unknown user is checked against a dummy hash of the highest configured cost, and a
+      failed check of a cheaper hash is made to last as long as one at that cost: a wrong
+      password takes the same time whoever the user, so user names do not leak by timing.
     - At most `slots` bcrypt checks run at once (by default half the cores, at least one); a
       request that would wait longer than `wait` seconds for one is refused with `AuthBusy`.
     """
@@ -83,8 +85,11 @@ class BasicAuth:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        cost = max((_cost(hashed) for hashed in self.users.values()), default=10)
-        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
+        self._cost = max((_cost(hashed) for hashed in self.users.values()), default=10)
+        started = time.perf_counter()
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=self._cost))
+        #: How long a check at the highest cost takes, kept up to date by such checks.
+        self._slowest = time.perf_counter() - started
         self._checks = threading.BoundedSemaphore(self.slots)
 
     @staticmethod
@@ -117,11 +122,16 @@ class BasicAuth:
             hashed = self._dummy
         if not self._checks.acquire(timeout=self.wait):
             raise AuthBusy("too many password checks at once")
+        started = time.perf_counter()
         try:
             matched = bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
         finally:
             self._checks.release()
+        took = time.perf_counter() - started
+        if _cost(hashed) == self._cost:
+            self._slowest = took
         if not matched or hashed is self._dummy:
+            time.sleep(max(0.0, self._slowest - took))  # no slot held while it waits
             return False
         with self._lock:
             self._verified[user] = digest

@@ -1,0 +1,75 @@
+"""Logging: text from outside never forges a line or drives a terminal; JSON stays one object a
+line; a traceback keeps its lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from exporter.logs import setup_logging
+from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, static_runs
+from tests.fake_api import Fault, FaultyServer
+from tests.test_server import raw
+
+HOSTILE = "ok\nFORGED-LINE ERROR exporter: all good\r\x1b[2J\x85\x00end"
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_text_lines_escape_every_control_character(restore_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("info", "text", stream)
+    logging.getLogger("exporter.test").warning("API said %s", HOSTILE)
+    (line,) = stream.getvalue().splitlines()
+    assert line.endswith(r"API said ok\nFORGED-LINE ERROR exporter: all good\r\x1b[2J\x85\x00end")
+
+
+def test_a_traceback_keeps_its_lines(restore_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("info", "text", stream)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("exporter.test").exception("failed: %s", "a\nb")
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith(r"failed: a\nb")
+    assert lines[1] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: boom"
+
+
+def test_json_lines_are_one_object_each(restore_logging: None) -> None:
+    stream = io.StringIO()
+    setup_logging("info", "json", stream)
+    logging.getLogger("exporter.test").warning("API said %s", HOSTILE)
+    (line,) = stream.getvalue().splitlines()
+    assert json.loads(line)["msg"] == f"API said {HOSTILE}"
+
+
+def test_an_api_error_body_cannot_forge_log_lines(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Issue 16 (5): an error body's `details` with a newline wrote a forged line at WARNING;
+    at debug level a request line's control bytes reached the log raw."""
+    simulator.sim.set_runs(static_runs(10))
+    simulator.sim.fault = Fault("status", status=503, details=HOSTILE)
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--retries", "0", "--log-level", "debug"),
+        env=exporter_env(),
+    )
+    assert "nsml_up 0.0" in exporter.get().text
+    raw(exporter, b"GET /\x1b[2J\x07 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", wait=2)
+    logs = exporter.logs()
+    assert "FORGED-LINE" in logs  # the text is there, escaped
+    assert not any(line.startswith("FORGED-LINE") for line in logs.splitlines())
+    assert "\x1b" not in logs and "\x07" not in logs and "\r" not in logs

@@ -1,0 +1,365 @@
+"""Connections over real sockets: handshakes and requests that never finish, the connection cap
+under a flood of silent sockets, answers slower than a minute, slow readers, and SIGTERM with a
+backlog or past its grace."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from exporter.web.negotiation import Choice
+from exporter.web.server import ExporterServer
+from exporter.web.webconfig import WebConfig
+from tests.conftest import (
+    ExporterProcess,
+    exporter_args_for,
+    exporter_env,
+    start_exporter,
+    static_runs,
+)
+from tests.fake_api import Fault, FaultyServer
+from tests.test_load import rss_kib
+from tests.test_server import status_lines
+
+
+def host_port(exporter: ExporterProcess) -> tuple[str, int]:
+    host, port = exporter.url.split("://")[1].split(":")
+    return host, int(port)
+
+
+def closed_by_server(sock: socket.socket, within: float) -> bool:
+    """True when the server closes `sock` (EOF or reset) within `within` seconds, whatever it
+    sent before (a ServerHello, a TLS alert)."""
+    deadline = time.monotonic() + within
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if sock.recv(65536) == b"":
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        pass
+    return False
+
+
+def fresh_get(exporter: ExporterProcess, path: str, timeout: float = 2) -> requests.Response:
+    """A GET on a new connection, as a kubelet probe or a new scraper makes it (the exporter's
+    session would reuse a connection admitted before the flood)."""
+    return requests.get(
+        exporter.url + path,
+        timeout=timeout,
+        verify=exporter.session.verify,
+        cert=exporter.session.cert,
+    )
+
+
+def tls_exporter(
+    tmp_path: Path, pki: dict[str, Path], simulator: FaultyServer, *extra: str
+) -> ExporterProcess:
+    config = tmp_path / "web.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {
+                    "cert_file": str(pki["server_crt"]),
+                    "key_file": str(pki["server_key"]),
+                }
+            }
+        )
+    )
+    return start_exporter(
+        tmp_path,
+        exporter_args_for(simulator, "--web-config-file", str(config), *extra),
+        env=exporter_env(),
+        scheme="https",
+        verify=str(pki["ca"]),
+    )
+
+
+# -- handshakes and requests that never finish ---------------------------------------------------
+
+
+def test_a_stalled_tls_handshake_is_cut_and_holds_no_slot(
+    tmp_path: Path, pki: dict[str, Path], simulator: FaultyServer
+) -> None:
+    """Issue 16 (1): a socket that sent `\\x16` (or a whole ClientHello) and nothing more was
+    never cut: 4 of them held MAX_CONNECTIONS=4 and every HTTPS client got 503."""
+    simulator.sim.set_runs(static_runs(10))
+    exporter = tls_exporter(
+        tmp_path, pki, simulator, "--max-connections", "4", "--header-timeout", "2"
+    )
+    try:
+        stalled = [socket.create_connection(host_port(exporter)) for _ in range(4)]
+        for sock in stalled[:2]:
+            sock.sendall(b"\x16")
+        for sock in stalled[2:]:  # a whole ClientHello, then silence
+            outgoing = ssl.MemoryBIO()
+            hello = ssl.create_default_context().wrap_bio(
+                ssl.MemoryBIO(), outgoing, server_hostname="127.0.0.1"
+            )
+            with pytest.raises(ssl.SSLWantReadError):
+                hello.do_handshake()
+            sock.sendall(outgoing.read())
+        time.sleep(0.3)
+        assert fresh_get(exporter, "/healthz").status_code == 200  # room was made at once
+        assert all(closed_by_server(sock, within=4) for sock in stalled)
+        assert fresh_get(exporter, "/healthz").status_code == 200
+    finally:
+        exporter.stop()
+
+
+def test_a_tls_client_sending_a_garbage_record_logs_no_error(
+    tmp_path: Path, pki: dict[str, Path], simulator: FaultyServer
+) -> None:
+    """Issue 17: `ssl.SSLError` dropped from what counts as a client gone would log ERROR."""
+    simulator.sim.set_runs(static_runs(10))
+    exporter = tls_exporter(tmp_path, pki, simulator)
+    try:
+        context = ssl.create_default_context(cafile=str(pki["ca"]))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+        with socket.create_connection(host_port(exporter), timeout=5) as sock:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    sock.sendall(outgoing.read())
+                    incoming.write(sock.recv(65536))
+            sock.sendall(outgoing.read())
+            sock.sendall(b"\x17\x03\x03\x00\x20" + b"x" * 32)  # application data, bad MAC
+            assert closed_by_server(sock, within=5)
+        assert exporter.get("/healthz").status_code == 200
+        assert " ERROR " not in exporter.logs()
+    finally:
+        exporter.stop()
+
+
+def test_silent_sockets_at_the_cap_do_not_shut_out_health_checks_or_scrapes(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Issue 16 (10): 50 silent sockets at MAX_CONNECTIONS=50 gave everyone 503 for ~10 s, the
+    liveness probe included. Now the connection idle longest makes room for a newcomer."""
+    simulator.sim.set_runs(static_runs(10))
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--max-connections", "50"), env=exporter_env()
+    )
+    silent = [socket.create_connection(host_port(exporter)) for _ in range(50)]
+    try:
+        time.sleep(0.3)
+        for _ in range(20):
+            assert fresh_get(exporter, "/healthz").status_code == 200
+            silent.append(socket.create_connection(host_port(exporter)))  # the flood goes on
+        assert fresh_get(exporter, "/metrics", timeout=10).status_code == 200
+    finally:
+        for sock in silent:
+            sock.close()
+
+
+def test_max_connections_serves_exactly_that_many_requests_in_flight(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Issue 17: a cap of `MAX_CONNECTIONS - 1` would refuse the third of three. With every
+    connection in flight there is no idle one to close: a fourth gets 503."""
+    simulator.sim.set_runs(static_runs(10))
+    simulator.sim.latency = 1.5
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--max-connections", "3"), env=exporter_env()
+    )
+    time.sleep(2)  # the readiness scrape's collection is over
+    statuses: list[int] = []
+    scrapes = [
+        threading.Thread(target=lambda: statuses.append(exporter.get(timeout=10).status_code))
+        for _ in range(3)
+    ]
+    for thread in scrapes:
+        thread.start()
+    time.sleep(0.5)
+    with socket.create_connection(host_port(exporter), timeout=5) as fourth:
+        fourth.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert fourth.recv(100).startswith(b"HTTP/1.1 503")
+    for thread in scrapes:
+        thread.join(10)
+    assert statuses == [200, 200, 200]
+
+
+# -- answers that take long -----------------------------------------------------------------------
+
+
+class SlowExposition:
+    """An exposition that takes `seconds` to render (a slow collection)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def render(self, choice: Choice, gzipped: bool) -> list[bytes]:
+        time.sleep(self.seconds)
+        body = b"nsml_up 1.0\n"
+        return [gzip.compress(body) if gzipped else body]
+
+
+def test_the_answer_deadline_follows_collect_timeout() -> None:
+    """Issue 16 (2): a fixed 60 s deadline cut, with no status line, a scrape that
+    COLLECT_TIMEOUT allowed to take longer. Scaled down: collections may take 3 s, a client
+    has 1 s to take the answer, and a 2.5 s collection is answered."""
+    server = ExporterServer(
+        ("127.0.0.1", 0),
+        SlowExposition(2.5),  # type: ignore[arg-type]
+        WebConfig(),
+        header_timeout=1,
+        collect_timeout=3,
+        answer_timeout=1,
+    )
+    server.serve_in_thread()
+    try:
+        response = requests.get(server.url + "/metrics", timeout=10)
+        assert response.status_code == 200
+        assert response.text == "nsml_up 1.0\n"
+    finally:
+        server.stop(1)
+
+
+def test_header_timeout_does_not_cut_a_slow_collection(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Issue 17: an answer deadline of HEADER_TIMEOUT would cut a 2 s page at 1 s."""
+    simulator.sim.set_runs(static_runs(10))
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--header-timeout", "1", "--request-timeout", "4"),
+        env=exporter_env(),
+    )
+    simulator.sim.latency = 2.0
+    response = exporter.get(timeout=15)
+    assert response.status_code == 200
+    assert "nsml_up 1.0" in response.text
+
+
+def test_a_failed_collection_is_not_served_for_cache_seconds(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Issue 16 (6): with CACHE_SECONDS=30, `nsml_up 0` was served for 30 s after the API came
+    back."""
+    simulator.sim.set_runs(static_runs(10))
+    simulator.sim.fault = Fault("status", status=503)
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--cache-seconds", "30", "--retries", "0"),
+        env=exporter_env(),
+    )
+    assert "nsml_up 0.0" in exporter.get().text
+    simulator.sim.fault = None
+    assert "nsml_up 1.0" in exporter.get().text
+    assert "nsml_up 1.0" in exporter.get().text  # and that success is cached
+    assert simulator.sim.requests["runs"] == 2
+
+
+def test_slow_readers_share_one_rendered_body(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Issue 16 (9): each scrape rendered its own copy of the body, so 20 clients that never
+    read took RSS from 80 MB to 1.3 GB. Now the scrapes of one collection share one body."""
+    simulator.sim.set_runs(static_runs(6000))
+    exporter = exporter_factory(
+        *exporter_args_for(
+            simulator,
+            "--run-series-statuses",
+            "RUN_STATE_IN_PROGRESS,RUN_STATE_COMPLETED",
+            "--max-run-series",
+            "100000",
+            "--min-interval",
+            "3600",
+            "--collect-timeout",
+            "30",
+        ),
+        env=exporter_env(),
+    )
+    body = exporter.get(headers={"Accept-Encoding": "identity"}).content
+    assert len(body) > 2_000_000
+    baseline = rss_kib(exporter.proc.pid)
+    readers = []
+    for _ in range(20):
+        sock = socket.create_connection(host_port(exporter))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n\r\n")
+        readers.append(sock)
+    time.sleep(3)
+    grown = rss_kib(exporter.proc.pid) - baseline
+    for sock in readers:
+        sock.close()
+    # One copy per reader would be 20 bodies; shared, it is well under two.
+    assert grown < 2 * len(body) // 1024, (grown, len(body) // 1024)
+    assert exporter.get().status_code == 200
+
+
+# -- SIGTERM ------------------------------------------------------------------------------------
+
+
+def test_connections_in_the_backlog_at_stop_get_a_status_line() -> None:
+    """Issue 16 (11): connections queued but not yet accepted at SIGTERM were reset."""
+    server = ExporterServer(("127.0.0.1", 0), SlowExposition(0), WebConfig())  # type: ignore[arg-type]
+    gate = threading.Event()
+    original = server.process_request
+
+    def held(request: Any, client_address: Any) -> None:
+        gate.wait(10)  # the accept loop is busy: later connections wait in the backlog
+        original(request, client_address)
+
+    server.process_request = held  # type: ignore[method-assign]
+    server.serve_in_thread()
+    address = (str(server.server_address[0]), int(server.server_address[1]))
+    clients = [socket.create_connection(address, timeout=5) for _ in range(6)]
+    for sock in clients:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    stopper = threading.Thread(target=server.stop, args=(2,))
+    stopper.start()
+    time.sleep(0.3)
+    gate.set()
+    stopper.join(10)
+    for sock in clients:
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        sock.close()
+        assert len(status_lines(answer)) == 1, answer
+
+
+def test_a_stop_past_its_grace_names_the_requests_it_cut(
+    simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Issue 16 (11): a SIGTERM whose grace ran out exited 0 with scrapes cut, silently."""
+    simulator.sim.set_runs(static_runs(10))
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--shutdown-grace", "1", "--collect-timeout", "20"),
+        env=exporter_env(),
+    )
+    simulator.sim.latency = 4
+    scrape = threading.Thread(target=_quietly, args=(exporter,))
+    scrape.start()
+    time.sleep(1)
+    exporter.proc.send_signal(signal.SIGTERM)
+    assert exporter.proc.wait(10) == 0
+    scrape.join(10)
+    logs = exporter.logs()
+    assert "cut 1 request(s) still in flight after SHUTDOWN_GRACE (1s)" in logs
+    assert "GET '/metrics'" in logs
+
+
+def _quietly(exporter: ExporterProcess) -> None:
+    with contextlib.suppress(requests.RequestException):
+        exporter.get(timeout=10)
