@@ -25,6 +25,7 @@ from .cli import parse_args, unknown_variables_warning
 from .collector import NsmlCollector
 from .demo import demo_simulator
 from .demo.simulator import SimulatorServer
+from .details import RunDetails
 from .errors import ConfigError
 from .logs import setup_logging
 from .nsml.client import NsmlClient
@@ -90,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     disable_created_metrics()  # type: ignore[no-untyped-call]
     metrics = ExporterMetrics()
     client = NsmlClient(settings, metrics.observe_request)
-    collector = NsmlCollector(settings, client.fetch_runs, metrics)
+    details = RunDetails(client.api, settings) if settings.details else None
+    collector = NsmlCollector(
+        settings,
+        client.fetch_runs,
+        metrics,
+        details=details,
+        details_in_background=not args.once,  # --once reads them first: it has one chance
+    )
     live = CollectorRegistry()  # the exporter's own families, read fresh on every scrape
     metrics.register(live)
     ProcessCollector(registry=live)
@@ -105,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if last is not None and last.ok else 1
         return _serve(settings, exposition, web)
     finally:
+        if details is not None:
+            details.close()
         client.close()
         if sim is not None:
             sim.stop()

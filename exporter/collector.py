@@ -14,14 +14,17 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .details import RunDetails
+from .details_families import details_families
 from .errors import CollectionError
 from .nsml.models import Run
-from .nsml.paging import RunList
+from .nsml.paging import RunList, run_key
 from .selfmetrics import ExporterMetrics
 from .settings import Settings
 from .shared import SharedCollection
@@ -45,11 +48,16 @@ class NsmlCollector(Collector):
         fetch: Callable[[float], RunList],
         metrics: ExporterMetrics,
         wall_clock: Callable[[], float] = time.time,
+        *,
+        details: RunDetails | None = None,
+        details_in_background: bool = True,
     ) -> None:
         self._settings = settings
         self._fetch = fetch
         self._metrics = metrics
         self._now = wall_clock
+        self._details = details
+        self._details_in_background = details_in_background
         self._rules = Rules(
             projects=frozenset(settings.projects),
             series_statuses=frozenset(settings.run_series_statuses),
@@ -97,6 +105,8 @@ class NsmlCollector(Collector):
             self._metrics.count_error(CollectionError.reason)
             log.exception("collection failed (internal error)")
             return Snapshot(False, time.monotonic() - started, self._now(), error="internal")
+        if self._details is not None:
+            snapshot = self._with_details(snapshot, self._details)
         self._last_success = snapshot.finished
         self._total_count = snapshot.total_count
         log.debug(
@@ -106,6 +116,18 @@ class NsmlCollector(Collector):
             snapshot.duration,
         )
         return snapshot
+
+    def _with_details(self, snapshot: Snapshot, details: RunDetails) -> Snapshot:
+        """The snapshot with the details of its runs with series, as known now; the reads they
+        still need are made after it (or first, for `--once`)."""
+        series = [run_key(run) for run, _, _ in snapshot.series]
+        if self._details_in_background:
+            view = details.view(series)
+            details.refresh_in_background(series)
+        else:
+            details.refresh(series)
+            view = details.view(series)
+        return replace(snapshot, details=view)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -126,6 +148,8 @@ class NsmlCollector(Collector):
         )
         if snap.ok:
             yield from self._run_families(snap)
+            if snap.details is not None:
+                yield from details_families(snap.details, snap.series)
             yield GaugeMetricFamily(
                 "nsml_run_series_omitted",
                 "Runs eligible for per-run series but left out by MAX_RUN_SERIES",

@@ -1,4 +1,5 @@
-"""The exporter's own metrics: API requests by outcome, their latency, failed collections.
+"""The exporter's own metrics: API requests by endpoint and outcome, their latency, failed
+collections.
 
 prometheus_client's `Counter` and `Histogram`, registered in the exporter's registry. Every
 collection error reason starts at 0, so `rate()` and `increase()` see the first failure.
@@ -19,8 +20,9 @@ class ExporterMetrics:
     def __init__(self) -> None:
         self.requests = Counter(
             "nsml_api_requests",
-            "NSML API requests by HTTP status, or timeout / connection / invalid",
-            ["code"],
+            "NSML API requests by endpoint (runs, projects, run, nodes) and HTTP status, or "
+            "timeout / connection / invalid",
+            ["endpoint", "code"],
             registry=None,
         )
         self.latency = Histogram(
@@ -39,8 +41,8 @@ class ExporterMetrics:
         for metric in (self.requests, self.latency, self.errors):
             registry.register(metric)
 
-    def observe_request(self, code: str, seconds: float) -> None:
-        self.requests.labels(code).inc()
+    def observe_request(self, endpoint: str, code: str, seconds: float) -> None:
+        self.requests.labels(endpoint, code).inc()
         self.latency.observe(seconds)
 
     def count_error(self, reason: str) -> None:

@@ -141,6 +141,21 @@ class Settings(BaseSettings):
     max_response_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="largest API response body accepted, in bytes"
     )
+    details: bool = Field(
+        True,
+        description="read projects, run details and node lists for GPU and capacity metrics "
+        "(true or false)",
+    )
+    detail_requests: int = Field(
+        50,
+        ge=0,
+        le=10_000,
+        description="most run-detail and node-list requests one collection spends, oldest runs "
+        "first (made after the collection, off the scrape's path)",
+    )
+    nodes_refresh: float = Field(
+        300.0, gt=0, le=86_400, description="seconds before a run's node list is read again"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning, error"
     )

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client.utils import floatToGoString
 
+from .details import DetailsView
 from .errors import InvalidResponseError
 from .nsml.models import Run, to_timestamp
 from .nsml.paging import RunList
@@ -61,6 +62,8 @@ class Snapshot:
     finished_ages: dict[HistogramKey, Histogram] = field(default_factory=dict)
     #: (project_id, project) -> the newest createTime among its runs.
     last_created: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: GPU and capacity details of the runs with series, when DETAILS is on.
+    details: DetailsView | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import json
 import socket
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.demo.simulator import Simulator, SimulatorHandler, SimulatorServer
@@ -51,6 +51,8 @@ class FaultySimulator(Simulator):
     #: Chunked bodies; close a keep-alive connection, unannounced, after this many answers.
     chunked: bool = False
     close_after: int = 0
+    #: endpoint ("projects", "run", "nodes") -> the HTTP status it answers instead.
+    resource_faults: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -117,6 +119,17 @@ class FaultyHandler(SimulatorHandler):
         self.served += 1
         if self.sim.close_after and self.served >= self.sim.close_after:
             self.close_connection = True  # as an idle timeout or a balancer would: no notice
+
+    def answer_resource(self, path: str, page: int, size: int) -> None:
+        endpoint = (
+            "projects" if path == "/projects" else "nodes" if path.endswith("/nodes") else "run"
+        )
+        status = self.server.sim.resource_faults.get(endpoint)
+        if status is None:
+            super().answer_resource(path, page, size)
+        else:
+            self.server.sim.count(f"{endpoint}-fault")
+            self._error(status, "simulated failure")
 
     def answer_page(self, page: int, size: int) -> None:
         fault = self.sim.take_fault(page)

@@ -383,8 +383,8 @@ def test_request_counters_and_latency_histogram_follow_the_client() -> None:
     registry = registry_for(client.fetch_runs, metrics)
     scraped = Scraped(registry)
     assert scraped.value("nsml_up") == 1
-    assert scraped.value("nsml_api_requests_total", code="503") == 1
-    assert scraped.value("nsml_api_requests_total", code="200") == 1
+    assert scraped.value("nsml_api_requests_total", endpoint="runs", code="503") == 1
+    assert scraped.value("nsml_api_requests_total", endpoint="runs", code="200") == 1
     assert scraped.value("nsml_api_request_duration_seconds_count") == 2
 
 

@@ -124,8 +124,8 @@ def check_failure(
         - value(before, "nsml_collection_errors_total", reason=reason)
     ) == 1
     assert (
-        value(after, "nsml_api_requests_total", code=code)
-        - value(before, "nsml_api_requests_total", code=code)
+        value(after, "nsml_api_requests_total", endpoint="runs", code=code)
+        - value(before, "nsml_api_requests_total", endpoint="runs", code=code)
     ) >= codes_at_least
     time.sleep(0.1)  # let the log line land
     log = stack.exporter.logs()[mark:]
@@ -373,7 +373,7 @@ def test_connection_refused(
     values = scrape_values(text)
     assert value(values, "nsml_up") == 0
     assert value(values, "nsml_collection_errors_total", reason="connection") == 1
-    assert value(values, "nsml_api_requests_total", code="connection") == 2
+    assert value(values, "nsml_api_requests_total", endpoint="runs", code="connection") == 2
     assert "Connection refused" in exporter.logs()
     assert SECRET not in exporter.logs()
     # The API comes up: the next scrape reads it.

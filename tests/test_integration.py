@@ -191,7 +191,7 @@ def test_wrong_secret_is_an_auth_failure(
     text = exporter.get().text
     assert samples(text, "nsml_up") == [({}, 0.0)]
     assert ({"reason": "auth"}, 1.0) in samples(text, "nsml_collection_errors_total")
-    assert ({"code": "401"}, 1.0) in samples(text, "nsml_api_requests_total")
+    assert ({"endpoint": "runs", "code": "401"}, 1.0) in samples(text, "nsml_api_requests_total")
     assert "HTTP 401 Authentication Failed (errorCode 200): signature mismatch" in exporter.logs()
 
 

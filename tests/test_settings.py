@@ -26,6 +26,7 @@ def test_defaults_match_the_contract() -> None:
     assert (settings.log_level, settings.log_format) == ("info", "text")
     assert settings.web_config_file is None
     assert settings.api_key is None
+    assert (settings.details, settings.detail_requests, settings.nodes_refresh) == (True, 50, 300)
 
 
 def test_environment_and_flags_with_flags_winning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -237,3 +238,34 @@ def test_boundary_values_at_the_edge_of_the_range_are_taken(
 ) -> None:
     settings = settings_from({"access_key": "a", "secret_key": "s", **flags})
     assert getattr(settings, attribute) == expected
+
+
+@pytest.mark.parametrize(
+    ("flags", "setting"),
+    [
+        ({"details": "maybe"}, "DETAILS"),
+        ({"detail_requests": "-1"}, "DETAIL_REQUESTS"),
+        ({"detail_requests": "10001"}, "DETAIL_REQUESTS"),
+        ({"nodes_refresh": "0"}, "NODES_REFRESH"),
+        ({"nodes_refresh": "86401"}, "NODES_REFRESH"),
+    ],
+)
+def test_detail_settings_out_of_range_are_refused(flags: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError, match=f"NSML_EXPORTER_{setting} "):
+        settings_from({"access_key": "a", "secret_key": "s", **flags})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("false", False), ("1", True), ("0", False)]
+)
+def test_details_takes_every_boolean_spelling(value: str, expected: bool) -> None:
+    assert (
+        settings_from({"access_key": "a", "secret_key": "s", "details": value}).details is expected
+    )
+
+
+def test_detail_settings_at_their_bounds_are_taken() -> None:
+    settings = settings_from(
+        {"access_key": "a", "secret_key": "s", "detail_requests": "0", "nodes_refresh": "86400"}
+    )
+    assert (settings.detail_requests, settings.nodes_refresh) == (0, 86400)

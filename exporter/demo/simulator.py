@@ -1,4 +1,5 @@
-"""A stand-in for the NSML API: `GET /nsml/v1/projects/runs` behind an NCP-style gateway.
+"""A stand-in for the NSML API behind an NCP-style gateway: the run list, and the projects, run
+details and node lists of `resources.py`.
 
 It checks signatures like the gateway (access key, HMAC signature over the URI as sent, timestamp
 within 5 minutes, API key when configured), pages 1-based (or 0-based when asked), answers errors
@@ -33,6 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 from ..nsml.signing import gateway_check
+from . import resources
 from .population import SimRun
 
 BASE_PATH = "/nsml/v1"
@@ -82,6 +84,13 @@ class Simulator:
         with self._lock:
             self.runs = ordered
             self._created = [r.created for r in ordered]
+            self._by_key = {(r.project_id, r.run_name): r for r in ordered}
+
+    def find(self, project_id: str, run_name: str, now: float) -> SimRun | None:
+        """The run, if it exists at `now`."""
+        with self._lock:
+            run = self._by_key.get((project_id, run_name))
+        return run if run is not None and run.created <= now else None
 
     def now(self) -> float:
         return time.time() + self.clock_offset
@@ -212,7 +221,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             sim.count(str(denied[0]))
             self._error(*denied)
             return
-        if parts.path != RUNS_PATH:
+        if not parts.path.startswith(BASE_PATH + "/"):
             self._error(404, f"no resource at {parts.path}")
             return
         query = parse_qs(parts.query)
@@ -227,8 +236,21 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             return
         if sim.latency:
             time.sleep(sim.latency)
+        if parts.path != RUNS_PATH:
+            self.answer_resource(parts.path.removeprefix(BASE_PATH), page, size)
+            return
         sim.count("runs")
         self.answer_page(page, size)
+
+    def answer_resource(self, path: str, page: int, size: int) -> None:
+        """The projects, a run's detail or its nodes."""
+        found = resources.answer(self.server.sim, path, page, size)
+        if found is None:
+            self._error(404, f"no resource at {BASE_PATH}{path}")
+        elif found[0] == 200:
+            self._send(200, json.dumps(found[1], ensure_ascii=False).encode())
+        else:
+            self._error(*found)
 
     def answer_page(self, page: int, size: int) -> None:
         self._send(200, self.server.sim.run_list_bytes(page, size))

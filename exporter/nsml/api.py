@@ -11,22 +11,17 @@ without being held, and a body that trickles in still meets the collection's dea
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from types import TracebackType
-from typing import Any, Self, cast
-from urllib.parse import urlsplit
+from typing import Generic, TypeVar
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import BaseAdapter, HTTPAdapter
-from urllib3.connectionpool import ConnectionPool
-from urllib3.exceptions import ProtocolError, ProxyError
-from urllib3.response import BaseHTTPResponse
-from urllib3.util.retry import Retry
+from requests.adapters import BaseAdapter
 
 from .. import __version__
 from ..errors import (
@@ -38,13 +33,39 @@ from ..errors import (
     ThrottledError,
 )
 from ..settings import Settings
-from .models import DecodeFailed, RunPage, decode_error, decode_page
+from .models import (
+    DecodeFailed,
+    NodePage,
+    ProjectPage,
+    RunDetail,
+    RunPage,
+    decode_error,
+    decode_nodes,
+    decode_page,
+    decode_projects,
+    decode_run_detail,
+)
+from .session import api_session
 from .signing import signed_headers
 
 log = logging.getLogger(__name__)
+USER_AGENT = f"nsml-exporter/{__version__}"
 
 #: Called once per HTTP attempt with the outcome code ("200", "429", "timeout", ...) and seconds.
-RequestObserver = Callable[[str, float], None]
+#: (endpoint, code, seconds) of each request: `runs`, `projects`, `run`, `nodes`.
+RequestObserver = Callable[[str, str, float], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[T]):
+    """What one request reads: its `endpoint` label, how errors name it, its body's shape."""
+
+    name: str
+    what: str
+    shape: str
+    decode: Callable[[bytes], T]
+
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK = 256 * 1024
@@ -86,52 +107,6 @@ def clock_skew(date: str | None) -> float | None:
         return None
 
 
-class StaleConnectionRetry(Retry):
-    """urllib3 retries for one case only: a kept-alive connection that the server closed just as
-    it was reused (closed before any answer came; GET is safe to ask again). Every other failure
-    goes to the exporter's own retries, which count it and pace them within the deadline."""
-
-    def __init__(self, **kw: Any) -> None:
-        kw.update(total=1, connect=0, read=1, status=0, redirect=0, other=0)
-        kw.update(respect_retry_after_header=False, raise_on_status=False)
-        super().__init__(**kw)
-
-    def new(self, **kw: Any) -> Self:
-        return type(self)()  # a retry is never retried again
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: BaseHTTPResponse | None = None,
-        error: Exception | None = None,
-        _pool: ConnectionPool | None = None,
-        _stacktrace: TracebackType | None = None,
-    ) -> Self:
-        # RemoteDisconnected, the usual sign of it, is a ConnectionResetError; through a proxy,
-        # urllib3 wraps it in a ProxyError.
-        cause: BaseException | None = error
-        while isinstance(cause, ProtocolError | ProxyError) and cause.args:
-            cause = cause.args[-1]
-        if response is None and isinstance(cause, ConnectionResetError):
-            return super().increment(method, url, response, error, _pool, _stacktrace)
-        # requests' own default: raise at once.
-        never = Retry(0, read=False).increment(method, url, response, error, _pool, _stacktrace)
-        return cast(Self, never)
-
-
-def _resolve_environment(session: requests.Session, url: str) -> None:
-    """Proxies, CA bundle and netrc for `url`, read from the environment once."""
-    resolved = session.merge_environment_settings(url, {}, None, None, None)
-    session.proxies = resolved["proxies"]
-    verify = resolved["verify"]
-    if verify is True and os.environ.get("SSL_CERT_FILE"):
-        verify = os.environ["SSL_CERT_FILE"]  # what Python's ssl module itself honours
-    session.verify = verify
-    session.auth = requests.utils.get_netrc_auth(url)
-    session.trust_env = False
-
-
 class NsmlApi:
     """Signed requests to the NSML API. Thread-safe; one instance per exporter."""
 
@@ -149,28 +124,14 @@ class NsmlApi:
         self._page_size = settings.page_size
         self._request_timeout = settings.request_timeout
         self._max_bytes = settings.max_response_bytes
-        self._observe = observe or (lambda code, seconds: None)
+        self._observe = observe or (lambda endpoint, code, seconds: None)
         parts = urlsplit(settings.base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path.rstrip("/")
-        self._session = requests.Session()
-        self._session.headers.update(
-            {
-                "Accept": "application/json",
-                "Accept-Encoding": "gzip",
-                "Content-Type": "application/json",  # as in NCP's documented request
-                "User-Agent": f"nsml-exporter/{__version__}",
-            }
+        # Both the scrape's page fetches and the details' requests after it may be in flight.
+        self._session = api_session(
+            settings.base_url, adapter, pool=2 * settings.concurrency + 1, user_agent=USER_AGENT
         )
-        pool = settings.concurrency + 1
-        self._session.mount(
-            self._origin + "/",
-            adapter
-            or HTTPAdapter(
-                pool_connections=1, pool_maxsize=pool, max_retries=StaleConnectionRetry()
-            ),
-        )
-        _resolve_environment(self._session, settings.base_url)
 
     def close(self) -> None:
         self._session.close()
@@ -189,21 +150,47 @@ class NsmlApi:
 
     def get_page(self, page: int, deadline: float) -> RunPage:
         """Page `page` of the run list, asked once, before `deadline` (`time.monotonic()`)."""
+        uri = f"{self._base_path}/projects/runs?page={page}&pageSize={self._page_size}"
+        what = Endpoint("runs", f"page {page}", "a run-list page", decode_page)
+        return self._get(uri, what, deadline)
+
+    def get_projects(self, page: int, deadline: float) -> ProjectPage:
+        uri = f"{self._base_path}/projects?page={page}&pageSize={self._page_size}"
+        what = Endpoint("projects", f"projects page {page}", "a project-list page", decode_projects)
+        return self._get(uri, what, deadline)
+
+    def get_run(self, project_id: str, run_name: str, deadline: float) -> RunDetail:
+        """One run's detail. Its body is never logged: it may hold tokens."""
+        uri = self._run_path(project_id, run_name)
+        what = f"run {run_name} of project {project_id}"
+        return self._get(uri, Endpoint("run", what, "a run detail", decode_run_detail), deadline)
+
+    def get_nodes(self, project_id: str, run_name: str, page: int, deadline: float) -> NodePage:
+        uri = f"{self._run_path(project_id, run_name)}/nodes?page={page}&pageSize={self._page_size}"
+        what = f"nodes of run {run_name} of project {project_id}"
+        return self._get(uri, Endpoint("nodes", what, "a node-list page", decode_nodes), deadline)
+
+    def _run_path(self, project_id: str, run_name: str) -> str:
+        project, run = quote(project_id, safe=""), quote(run_name, safe="")
+        return f"{self._base_path}/projects/{project}/runs/{run}"
+
+    def _get(self, uri: str, endpoint: Endpoint[T], deadline: float) -> T:
+        """One signed GET of `uri`, asked once, before `deadline` (`time.monotonic()`)."""
+        what = endpoint.what
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise RequestTimeoutError(f"page {page}: collection deadline reached")
+            raise RequestTimeoutError(f"{what}: collection deadline reached")
         timeout = min(self._request_timeout, remaining)
         # The URI is signed exactly as sent: requests leaves this plain query as it is.
-        uri = f"{self._base_path}/projects/runs?page={page}&pageSize={self._page_size}"
         started = time.monotonic()
         code = "connection"
         try:
             with self._session.get(
                 self._origin + uri, headers=self._headers(uri), timeout=timeout, stream=True
             ) as response:
-                body = self._read_body(response, page, deadline)
+                body = self._read_body(response, what, deadline)
                 code = str(response.status_code)
-                return self._interpret(response, body, page)
+                return self._interpret(response, body, endpoint)
         except InvalidResponseError:
             code = "invalid"
             raise
@@ -214,24 +201,22 @@ class NsmlApi:
             code = "timeout"
             if timeout < self._request_timeout:  # cut short by the collection's deadline
                 raise RequestTimeoutError(
-                    f"page {page}: COLLECT_TIMEOUT reached while waiting for it"
+                    f"{what}: COLLECT_TIMEOUT reached while waiting for it"
                 ) from None
             raise RequestTimeoutError(
-                f"page {page}: no answer within REQUEST_TIMEOUT ({timeout:g}s)", retryable=True
+                f"{what}: no answer within REQUEST_TIMEOUT ({timeout:g}s)", retryable=True
             ) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
             # Refused, reset, DNS, TLS, a proxy that failed, a body cut short or undecodable.
-            raise ConnectionFailedError(
-                f"page {page}: {short_reason(error)}", retryable=True
-            ) from None
+            raise ConnectionFailedError(f"{what}: {short_reason(error)}", retryable=True) from None
         finally:
-            self._observe(code, time.monotonic() - started)
+            self._observe(endpoint.name, code, time.monotonic() - started)
 
-    def _read_body(self, response: requests.Response, page: int, deadline: float) -> bytes:
+    def _read_body(self, response: requests.Response, what: str, deadline: float) -> bytes:
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self._max_bytes:
             raise InvalidResponseError(
-                f"page {page}: response of {declared} bytes is over MAX_RESPONSE_BYTES "
+                f"{what}: response of {declared} bytes is over MAX_RESPONSE_BYTES "
                 f"({self._max_bytes})"
             )
         chunks: list[bytes] = []
@@ -242,21 +227,23 @@ class NsmlApi:
             size += len(chunk)
             if size > self._max_bytes:
                 raise InvalidResponseError(
-                    f"page {page}: response is over MAX_RESPONSE_BYTES ({self._max_bytes})"
+                    f"{what}: response is over MAX_RESPONSE_BYTES ({self._max_bytes})"
                 )
             if time.monotonic() > deadline:
-                raise RequestTimeoutError(f"page {page}: body still arriving at the deadline")
+                raise RequestTimeoutError(f"{what}: body still arriving at the deadline")
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _interpret(self, response: requests.Response, body: bytes, page: int) -> RunPage:
+    def _interpret(self, response: requests.Response, body: bytes, endpoint: Endpoint[T]) -> T:
         status = response.status_code
         if 200 <= status < 300:
             try:
-                return decode_page(body)
+                return endpoint.decode(body)
             except DecodeFailed as error:
-                raise InvalidResponseError(f"page {page}: not a run-list page: {error}") from None
-        what = f"page {page}: HTTP {status}{_api_error(body)}"
+                raise InvalidResponseError(
+                    f"{endpoint.what}: not {endpoint.shape}: {error}"
+                ) from None
+        what = f"{endpoint.what}: HTTP {status}{_api_error(body)}"
         after = retry_after(response.headers.get("Retry-After"))
         if status in (401, 403):
             skew = clock_skew(response.headers.get("Date"))

@@ -1,4 +1,5 @@
-"""The NSML API's shapes: a page of the run list, a run, an error body (pydantic).
+"""The NSML API's shapes: run-list, project-list and node-list pages, a run's detail, an error body
+(pydantic).
 
 A page is validated straight from the response bytes (`decode_page`): every field's type, that
 `totalCount` is not negative, and that `createTime`/`updateTime` are real dates and times
@@ -11,12 +12,13 @@ statuses, creators) it shares between runs.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, tzinfo
-from typing import Annotated, NotRequired
+from typing import Annotated, NotRequired, TypeVar
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 _STRICT = ConfigDict(strict=True)
+T = TypeVar("T")
 
 
 class Run(TypedDict):
@@ -45,6 +47,54 @@ class RunPage(TypedDict):
     totalCount: Annotated[int, Field(ge=0)]
 
 
+class Project(TypedDict):
+    """One project of `GET /projects`: only the fields the metrics use (every one but the id
+    may be missing)."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    projectId: str
+    projectName: NotRequired[str]
+    status: NotRequired[str]
+    nodeCount: NotRequired[Annotated[int, Field(ge=0)]]
+
+
+class ProjectPage(TypedDict):
+    """`GET /projects` response body."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    projects: list[Project]
+    totalCount: Annotated[int, Field(ge=0)]
+
+
+class RunDetail(TypedDict):
+    """`GET /projects/{projectId}/runs/{runName}`: the GPU server and the image kind, nothing
+    more. `command`, `envs`, `imagePath` and `note` often hold tokens: they are not fields here,
+    so they are never decoded into anything the exporter keeps, logs or serves."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    engFullName: NotRequired[str]
+    gpuSvrCode: NotRequired[int]
+    imageType: NotRequired[str]
+
+
+class Node(TypedDict):
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    state: NotRequired[str]
+
+
+class NodePage(TypedDict):
+    """`GET /projects/{projectId}/runs/{runName}/nodes` response body."""
+
+    __pydantic_config__ = _STRICT  # type: ignore[misc]
+
+    nodes: list[Node]
+    totalCount: Annotated[int, Field(ge=0)]
+
+
 class ApiErrorDetail(TypedDict):
     errorCode: str | int
     message: NotRequired[str]
@@ -62,6 +112,9 @@ class DecodeFailed(ValueError):
 
 
 _PAGE = TypeAdapter(RunPage)
+_PROJECTS = TypeAdapter(ProjectPage)
+_DETAIL = TypeAdapter(RunDetail)
+_NODES = TypeAdapter(NodePage)
 _ERROR = TypeAdapter(ApiErrorBody)
 
 
@@ -71,20 +124,34 @@ def _first_problem(error: ValidationError) -> str:
     return f"{first['msg']} at {where}" if where else first["msg"]
 
 
-def decode_page(body: bytes) -> RunPage:
-    """A run-list page from its JSON bytes; raises `DecodeFailed` naming the first problem."""
+def _decode(adapter: TypeAdapter[T], body: bytes) -> T:
+    """`body` as `adapter`'s type; raises `DecodeFailed` naming the first problem (never a
+    value from the body)."""
     try:
-        return _PAGE.validate_json(body)
+        return adapter.validate_json(body)
     except ValidationError as error:
         raise DecodeFailed(_first_problem(error)) from None
+
+
+def decode_page(body: bytes) -> RunPage:
+    return _decode(_PAGE, body)
+
+
+def decode_projects(body: bytes) -> ProjectPage:
+    return _decode(_PROJECTS, body)
+
+
+def decode_run_detail(body: bytes) -> RunDetail:
+    return _decode(_DETAIL, body)
+
+
+def decode_nodes(body: bytes) -> NodePage:
+    return _decode(_NODES, body)
 
 
 def decode_error(body: bytes) -> ApiErrorDetail:
     """The API's error body; raises `DecodeFailed` when the body is something else."""
-    try:
-        return _ERROR.validate_json(body)["error"]
-    except ValidationError as error:
-        raise DecodeFailed(_first_problem(error)) from None
+    return _decode(_ERROR, body)["error"]
 
 
 _EPOCH = datetime(1970, 1, 1)

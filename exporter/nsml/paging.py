@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
+from typing import TypeVar
 
 from ..errors import HTTPStatusError, InconsistentPagingError
 from .models import Run, RunPage
@@ -23,6 +24,7 @@ RunKey = tuple[str, str]
 #: A run's identity, (projectId, runName).
 run_key: Callable[[Run], RunKey] = itemgetter("projectId", "runName")
 
+T = TypeVar("T")
 GetPage = Callable[[int], RunPage]
 MapPages = Callable[[GetPage, Iterable[int]], Iterator[RunPage]]
 
@@ -114,3 +116,22 @@ def read_run_list(
             "the API returns runs past totalCount"
         )
     return RunList(runs, totals[-1], len(pages))
+
+
+def read_list(
+    get_page: Callable[[int], tuple[list[T], int]],
+    *,
+    first_page: int,
+    page_size: int,
+    max_pages: int = 100,
+) -> list[T]:
+    """Every item of a plainly paged list (projects, a run's nodes), page after page, until
+    `totalCount` items are read or a page comes back short. More than `max_pages` pages is an
+    API that pages forever."""
+    items: list[T] = []
+    for page in range(first_page, first_page + max_pages):
+        got, total = get_page(page)
+        items += got
+        if len(got) < page_size or len(items) >= total:
+            return items
+    raise InconsistentPagingError(f"still more items after {max_pages} pages of {page_size}")

@@ -1,0 +1,233 @@
+"""GPU and capacity: the projects, and for each run with per-run series its detail (the GPU server)
+and its nodes.
+
+Read after a collection, off the scrape's path, and kept across collections: a run's detail once
+while it has series (its GPU server and image do not change), its node list again after
+`NODES_REFRESH`. One refresh spends at most `DETAIL_REQUESTS` detail and node-page requests,
+oldest runs first, and reads the project list. Each collection serves a view taken as it ends, so
+what a refresh reads shows from the next collection on.
+
+A failure here never fails the collection: the project families are absent until the list is
+read again, a run stays pending, the request is counted by endpoint and the refresh logs one
+warning. A 404 for a run means it is gone: it is dropped quietly. Only `engFullName`,
+`gpuSvrCode` and `imageType` of a detail are decoded; its body is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .errors import CollectionError, HTTPStatusError
+from .nsml.api import NsmlApi
+from .nsml.models import Node, Project
+from .nsml.paging import RunKey, read_list
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    gpu_server: str
+    gpu_server_code: str
+    image_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectInfo:
+    project_id: str
+    name: str
+    status: str
+    nodes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DetailsView:
+    """What is known, as one collection ends, of the runs that have series."""
+
+    #: None when the project list has not been read, or its last reading failed.
+    projects: tuple[ProjectInfo, ...] | None = None
+    info: dict[RunKey, RunInfo] = field(default_factory=dict)
+    #: run -> node state -> nodes in it
+    nodes: dict[RunKey, dict[str, int]] = field(default_factory=dict)
+    #: runs with series whose detail or node list is not read yet
+    pending: int = 0
+
+
+class _Budget:
+    """Requests left to one refresh, taken by its worker threads."""
+
+    def __init__(self, requests: int) -> None:
+        self._left = requests
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+
+class _Spent(Exception):
+    """The refresh's budget ran out in the middle of a node list."""
+
+
+class RunDetails:
+    """Projects, run details and node lists, kept between collections. Thread-safe."""
+
+    def __init__(
+        self, api: NsmlApi, settings: Settings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._api = api
+        self._clock = clock
+        self._budget = settings.detail_requests
+        self._refresh_after = settings.nodes_refresh
+        self._deadline = settings.collect_timeout
+        self._first_page = settings.first_page
+        self._page_size = settings.page_size
+        self._wanted = frozenset(settings.projects)
+        self._lock = threading.Lock()
+        self._info: dict[RunKey, RunInfo] = {}
+        self._nodes: dict[RunKey, tuple[float, dict[str, int]]] = {}
+        self._projects: tuple[ProjectInfo, ...] | None = None
+        self._running: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-details")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def view(self, series: Iterable[RunKey]) -> DetailsView:
+        """What is known of `series` (the runs with series now); runs without are forgotten."""
+        keys = list(series)
+        wanted = set(keys)
+        with self._lock:
+            for gone in [key for key in self._info if key not in wanted]:
+                del self._info[gone]
+            for gone in [key for key in self._nodes if key not in wanted]:
+                del self._nodes[gone]
+            info = {key: self._info[key] for key in keys if key in self._info}
+            nodes = {key: self._nodes[key][1] for key in keys if key in self._nodes}
+            projects = self._projects
+        pending = sum(1 for key in keys if key not in info or key not in nodes)
+        return DetailsView(projects, info, nodes, pending)
+
+    def plan(self, series: Iterable[RunKey]) -> list[tuple[str, RunKey]]:
+        """The reads `series` needs, oldest run first: a detail not read yet, a node list not
+        read yet or older than `NODES_REFRESH`."""
+        now = self._clock()
+        wanted: list[tuple[str, RunKey]] = []
+        with self._lock:
+            for key in series:
+                if key not in self._info:
+                    wanted.append(("run", key))
+                read = self._nodes.get(key)
+                if read is None or now - read[0] >= self._refresh_after:
+                    wanted.append(("nodes", key))
+        return wanted
+
+    def refresh_in_background(self, series: Iterable[RunKey]) -> None:
+        """`refresh` on a thread of its own, unless one is still going."""
+        with self._lock:
+            if self._running is not None and self._running.is_alive():
+                return
+            self._running = threading.Thread(
+                target=self.refresh, args=(list(series),), name="nsml-details", daemon=True
+            )
+            self._running.start()
+
+    def refresh(self, series: Iterable[RunKey]) -> None:
+        """Read the project list, then what `plan` asks for within the budget. Never raises."""
+        deadline = time.monotonic() + self._deadline
+        self._read_projects(deadline)
+        plan = self.plan(series)
+        budget = _Budget(self._budget)
+        failed = [
+            error
+            for error in self._pool.map(lambda item: self._read(item, budget, deadline), plan)
+            if error
+        ]
+        if failed:
+            log.warning(
+                "details: %d of %d reads failed (the runs stay pending); first: %s",
+                len(failed),
+                len(plan),
+                failed[0],
+            )
+
+    def _read_projects(self, deadline: float) -> None:
+        def page(number: int) -> tuple[list[Project], int]:
+            got = self._api.get_projects(number, deadline)
+            return got["projects"], got["totalCount"]
+
+        try:
+            listed = read_list(page, first_page=self._first_page, page_size=self._page_size)
+        except CollectionError as error:
+            log.warning("details: the project list could not be read: %s", error)
+            with self._lock:
+                self._projects = None
+            return
+        projects: dict[str, ProjectInfo] = {}
+        for project in listed:
+            name = project.get("projectName", "")
+            if self._wanted and not {project["projectId"], name} & self._wanted:
+                continue
+            projects.setdefault(
+                project["projectId"],
+                ProjectInfo(
+                    project["projectId"], name, project.get("status", ""), project.get("nodeCount")
+                ),
+            )
+        with self._lock:
+            self._projects = tuple(projects.values())
+
+    def _read(self, item: tuple[str, RunKey], budget: _Budget, deadline: float) -> str | None:
+        """One planned read; the failure's message, or None."""
+        kind, key = item
+        try:
+            if kind == "run":
+                if budget.take():
+                    self._read_detail(key, deadline)
+            else:
+                self._read_nodes(key, budget, deadline)
+        except _Spent:
+            pass
+        except HTTPStatusError as error:
+            if error.status != 404:
+                return str(error)
+            log.debug("details: run %s of project %s is gone (404)", key[1], key[0])
+            with self._lock:
+                self._info.pop(key, None)
+                self._nodes.pop(key, None)
+        except CollectionError as error:
+            return str(error)
+        return None
+
+    def _read_detail(self, key: RunKey, deadline: float) -> None:
+        detail = self._api.get_run(key[0], key[1], deadline)
+        code = detail.get("gpuSvrCode")
+        info = RunInfo(
+            detail.get("engFullName", ""),
+            "" if code is None else str(code),
+            detail.get("imageType", ""),
+        )
+        with self._lock:
+            self._info[key] = info
+
+    def _read_nodes(self, key: RunKey, budget: _Budget, deadline: float) -> None:
+        def page(number: int) -> tuple[list[Node], int]:
+            if not budget.take():
+                raise _Spent
+            got = self._api.get_nodes(key[0], key[1], number, deadline)
+            return got["nodes"], got["totalCount"]
+
+        nodes = read_list(page, first_page=self._first_page, page_size=self._page_size)
+        states = dict(Counter(node.get("state", "") for node in nodes))
+        with self._lock:
+            self._nodes[key] = (self._clock(), states)

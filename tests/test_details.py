@@ -1,0 +1,326 @@
+"""GPU and capacity details: what is read, when, within which budget, and what a failure leaves.
+Units over a fake API and a fake clock first, then the exporter against the simulator over
+HTTP: the demo's projects, GPU servers and nodes, no secret anywhere, `nsml_up` untouched."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.demo.population import PROJECTS
+from exporter.demo.resources import EMPTY_PROJECT, SECRET_MARKER
+from exporter.details import RunDetails
+from exporter.errors import ConnectionFailedError, HTTPStatusError
+from tests.conftest import (
+    ExporterProcess,
+    exporter_args_for,
+    exporter_env,
+    make_settings,
+    run_cli,
+    sim_run,
+)
+from tests.fake_api import FaultyServer
+
+Key = tuple[str, str]
+
+
+class FakeApi:
+    """The three detail endpoints, recorded; `fail` maps (endpoint, run name) to an error."""
+
+    def __init__(self, nodes: int = 2) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fail: dict[tuple[str, str], Exception] = {}
+        self.nodes = nodes
+        self.projects: list[dict[str, Any]] = [
+            {"projectId": "p1", "projectName": "one", "status": "CREATED", "nodeCount": 3},
+            {"projectId": "p2", "projectName": "two", "status": "CHANGING"},
+        ]
+        self.lock = threading.Lock()
+
+    def _call(self, endpoint: str, name: str) -> None:
+        with self.lock:
+            self.calls.append((endpoint, name))
+        if (endpoint, name) in self.fail:
+            raise self.fail[endpoint, name]
+
+    def get_projects(self, page: int, deadline: float) -> dict[str, Any]:
+        self._call("projects", "")
+        return {"projects": self.projects, "totalCount": len(self.projects)}
+
+    def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+        self._call("run", run_name)
+        return {"engFullName": f"GPU of {run_name}", "gpuSvrCode": 7, "imageType": "BASE"}
+
+    def get_nodes(self, project_id: str, run_name: str, page: int, deadline: float) -> Any:
+        self._call("nodes", run_name)
+        states = ["RUNNING"] * (self.nodes - 1) + ["PENDING"]
+        pages = [states[start : start + 100] for start in range(0, len(states), 100)]
+        return {"nodes": [{"state": s} for s in pages[page - 1]], "totalCount": self.nodes}
+
+    def of(self, endpoint: str) -> list[str]:
+        return [name for kind, name in self.calls if kind == endpoint]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def details(api: FakeApi, clock: Clock | None = None, **settings: Any) -> RunDetails:
+    values: dict[str, Any] = {"concurrency": 1}  # one worker: reads in plan order
+    values.update(settings)
+    return RunDetails(api, make_settings(**values), clock or Clock())  # type: ignore[arg-type]
+
+
+def keys(*names: str) -> list[Key]:
+    return [("p1", name) for name in names]
+
+
+def test_a_detail_is_read_once_and_kept_while_the_run_has_series() -> None:
+    api = FakeApi()
+    runs = details(api)
+    for _ in range(3):
+        runs.refresh(keys("1", "2"))
+    assert sorted(api.of("run")) == ["1", "2"]
+    view = runs.view(keys("1", "2"))
+    assert view.info[("p1", "1")].gpu_server == "GPU of 1"
+    assert view.info[("p1", "1")].gpu_server_code == "7"
+    assert view.nodes[("p1", "1")] == {"RUNNING": 1, "PENDING": 1}
+    assert view.pending == 0
+    # Run 1 loses its series: forgotten, and read again if it comes back.
+    assert set(runs.view(keys("2")).info) == {("p1", "2")}
+    runs.refresh(keys("1", "2"))
+    assert sorted(api.of("run")) == ["1", "1", "2"]
+
+
+@pytest.mark.parametrize(("elapsed", "read_again"), [(299.9, False), (300.0, True)])
+def test_node_lists_are_read_again_after_nodes_refresh(elapsed: float, read_again: bool) -> None:
+    """Bug caught: `>` for `>=` at NODES_REFRESH, or node lists kept forever like details."""
+    api, clock = FakeApi(), Clock()
+    runs = details(api, clock, nodes_refresh=300)
+    runs.refresh(keys("1"))
+    clock.now += elapsed
+    runs.refresh(keys("1"))
+    assert api.of("nodes") == ["1", "1"] if read_again else ["1"]
+    assert api.of("run") == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "read", "pending"),
+    [
+        (0, [], 3),
+        (1, [("run", "old")], 3),
+        (2, [("run", "old"), ("nodes", "old")], 2),
+        (4, [("run", "old"), ("nodes", "old"), ("run", "mid"), ("nodes", "mid")], 1),
+        (6, None, 0),
+        (50, None, 0),
+    ],
+)
+def test_detail_requests_caps_each_refresh_oldest_runs_first(
+    budget: int, read: list[tuple[str, str]] | None, pending: int
+) -> None:
+    """Bugs caught: the cap off by one, or spent on the newest runs first."""
+    api = FakeApi()
+    runs = details(api, detail_requests=budget)
+    series = keys("old", "mid", "new")  # oldest first, as the snapshot orders them
+    runs.refresh(series)
+    made = [call for call in api.calls if call[0] != "projects"]
+    assert len(made) == min(budget, 6)
+    if read is not None:
+        assert made == read
+    assert runs.view(series).pending == pending
+
+
+def test_a_node_list_of_several_pages_spends_one_request_a_page() -> None:
+    api = FakeApi(nodes=250)  # pages of 100: three requests
+    runs = details(api, detail_requests=3, page_size=100)
+    runs.refresh(keys("1"))
+    assert api.calls[1:] == [("run", "1"), ("nodes", "1"), ("nodes", "1")]
+    assert runs.view(keys("1")).pending == 1  # the list was not read whole: not kept
+
+
+def test_a_run_gone_404_is_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi()
+    api.fail["run", "1"] = HTTPStatusError("run 1: HTTP 404", status=404)
+    runs = details(api)
+    runs.refresh(keys("1", "2"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    view = runs.view(keys("1", "2"))
+    assert set(view.info) == {("p1", "2")}
+    assert view.pending == 1
+
+
+def test_a_failed_read_leaves_the_run_pending_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = FakeApi()
+    api.fail["nodes", "1"] = ConnectionFailedError("nodes of run 1: refused")
+    api.fail["run", "2"] = HTTPStatusError("run 2: HTTP 503", status=503)
+    runs = details(api)
+    runs.refresh(keys("1", "2", "3"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "details: 2 of 6 reads failed (the runs stay pending); first: nodes of run 1: refused"
+    ]
+    assert runs.view(keys("1", "2", "3")).pending == 2
+
+
+def test_the_project_list_failing_makes_it_absent_until_it_is_read_again() -> None:
+    api = FakeApi()
+    runs = details(api)
+    runs.refresh([])
+    assert [p.project_id for p in runs.view([]).projects or ()] == ["p1", "p2"]
+    api.fail["projects", ""] = ConnectionFailedError("projects page 1: refused")
+    runs.refresh([])
+    assert runs.view([]).projects is None
+    del api.fail["projects", ""]
+    runs.refresh([])
+    assert runs.view([]).projects is not None
+
+
+def test_projects_honour_the_projects_setting_by_id_or_name() -> None:
+    api = FakeApi()
+    runs = details(api, projects="p2,one")
+    runs.refresh([])
+    assert {p.project_id for p in runs.view([]).projects or ()} == {"p1", "p2"}
+    runs = details(api, projects="two")
+    runs.refresh([])
+    assert [(p.project_id, p.status, p.nodes) for p in runs.view([]).projects or ()] == [
+        ("p2", "CHANGING", None)
+    ]
+
+
+def test_only_one_background_refresh_runs_at_a_time() -> None:
+    api = FakeApi()
+    gate = threading.Event()
+    real = api.get_projects
+
+    def slow(page: int, deadline: float) -> dict[str, Any]:
+        gate.wait(5)
+        return real(page, deadline)
+
+    api.get_projects = slow  # type: ignore[method-assign]
+    runs = details(api)
+    for _ in range(5):
+        runs.refresh_in_background(keys("1"))
+    gate.set()
+    time.sleep(0.5)
+    assert api.of("projects") == [""]
+
+
+# -- the exporter and the simulator, over HTTP ------------------------------------------------
+
+
+def families(text: str) -> dict[str, list[Any]]:
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def test_demo_once_shows_projects_gpu_servers_and_nodes_and_no_secret() -> None:
+    result = run_cli("--demo", "--once", "--detail-requests", "1000", "--log-level", "debug")
+    assert result.returncode == 0, result.stderr
+    found = families(result.stdout)
+    projects = {s.labels["project"]: s.labels["status"] for s in found["nsml_project_info"]}
+    assert projects == {name: "CREATED" for _, name in (*PROJECTS, EMPTY_PROJECT)}
+    nodes = {s.labels["project"]: s.value for s in found["nsml_project_nodes"]}
+    assert nodes[EMPTY_PROJECT[1]] == 0  # the project without runs is listed, with no nodes
+    # nodeCount is the RUNNING nodes of the project's runs
+    running: dict[str, float] = {}
+    for sample in found["nsml_run_nodes"]:
+        if sample.labels["state"] == "RUNNING":
+            project = sample.labels["project"]
+            running[project] = running.get(project, 0) + sample.value
+    assert {p: v for p, v in nodes.items() if v} == running
+    series = {s.labels["run"] + "@" + s.labels["project_id"] for s in found["nsml_run_age_seconds"]}
+    info = {s.labels["run"] + "@" + s.labels["project_id"] for s in found["nsml_run_info"]}
+    assert info == series  # the same runs as the per-run series
+    assert found["nsml_run_details_pending"][0].value == 0
+    states = {s.labels["state"] for s in found["nsml_run_nodes"]}
+    assert states == {"RUNNING", "PENDING"}  # multi-node runs with a node still starting
+    assert all(s.labels["gpu_server"] and s.labels["image_type"] for s in found["nsml_run_info"])
+    requests = {
+        (s.labels["endpoint"], s.labels["code"]): s.value for s in found["nsml_api_requests"]
+    }
+    assert requests["run", "200"] == len(series)
+    assert requests["nodes", "200"] == len(series)
+    assert requests["projects", "200"] == 1
+    assert SECRET_MARKER not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_no_secret_from_a_run_detail_reaches_metrics_or_the_debug_log(
+    simulator: FaultyServer,
+    exporter_factory: Callable[..., ExporterProcess],
+    log_format: str,
+) -> None:
+    now = time.time()
+    simulator.sim.set_runs(
+        [sim_run("p1", str(n), "RUN_STATE_IN_PROGRESS", created=now - 3600 - n) for n in range(5)]
+    )
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--log-level", "debug", "--log-format", log_format),
+        env=exporter_env(),
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = exporter.get().text
+        if "nsml_run_details_pending 0.0" in text:
+            break
+        time.sleep(0.2)
+    assert "nsml_run_details_pending 0.0" in text
+    assert len(families(text)["nsml_run_info"]) == 5
+    assert SECRET_MARKER not in text
+    assert SECRET_MARKER not in exporter.logs()
+    assert simulator.sim.requests["run"] == 5  # each detail read once, for all those scrapes
+
+
+@pytest.mark.parametrize("endpoint", ["projects", "run", "nodes"])
+def test_a_failing_detail_endpoint_never_fails_the_collection(
+    simulator: FaultyServer,
+    exporter_factory: Callable[..., ExporterProcess],
+    endpoint: str,
+) -> None:
+    now = time.time()
+    simulator.sim.set_runs(
+        [sim_run("p1", str(n), "RUN_STATE_IN_PROGRESS", created=now - 3600 - n) for n in range(3)]
+    )
+    simulator.sim.resource_faults[endpoint] = 503
+    exporter = exporter_factory(*exporter_args_for(simulator), env=exporter_env())
+    for _ in range(3):
+        found = families(exporter.get().text)
+        time.sleep(0.3)
+    assert found["nsml_up"][0].value == 1
+    assert len(found["nsml_run_age_seconds"]) == 3
+    requests = {
+        (s.labels["endpoint"], s.labels["code"]): s.value for s in found["nsml_api_requests"]
+    }
+    assert requests[endpoint, "503"] >= 1
+    if endpoint == "projects":
+        assert "nsml_project_info" not in found
+        assert found["nsml_run_details_pending"][0].value == 0
+    else:
+        assert found["nsml_project_info"]
+        assert found["nsml_run_details_pending"][0].value == 3
+    assert "details:" in exporter.logs()
+
+
+def test_details_off_reads_no_detail_and_serves_no_detail_family() -> None:
+    result = run_cli("--demo", "--once", "--details", "false")
+    assert result.returncode == 0, result.stderr
+    found = families(result.stdout)
+    for name in (
+        "nsml_project_info",
+        "nsml_run_info",
+        "nsml_run_nodes",
+        "nsml_run_details_pending",
+    ):
+        assert name not in found
+    assert {s.labels["endpoint"] for s in found["nsml_api_requests"]} == {"runs"}
