@@ -10,6 +10,7 @@ once.
 
     python benchmarks/bench_scrape.py                      # 10,000 runs, 50 ms per page
     python benchmarks/bench_scrape.py --scale              # plus the 1k / 10k / 100k table
+    python benchmarks/bench_scrape.py --details            # plus DETAILS on against off
     python benchmarks/bench_scrape.py --runs 2000 --scrapes 5
 
 The network floor is latency x (1 + ceil((pages - 1) / CONCURRENCY)): the first page alone, then
@@ -137,7 +138,7 @@ class Simulator:
     ca: Path
 
     @classmethod
-    def start(cls, runs: int, latency: float) -> Simulator:
+    def start(cls, runs: int, latency: float, span_hours: float = 72) -> Simulator:
         ca, cert, key = make_certificate(Path(tempfile.mkdtemp(prefix="nsml-bench-")))
         proc = subprocess.Popen(
             [
@@ -150,6 +151,8 @@ class Simulator:
                 str(latency),
                 "--new-runs-per-minute",
                 "0",
+                "--span-hours",
+                str(span_hours),
                 "--access-key",
                 ACCESS,
                 "--secret-key",
@@ -165,12 +168,15 @@ class Simulator:
         assert proc.stdout is not None
         return cls(proc, proc.stdout.readline().strip(), ca)
 
-    def upstream_requests(self) -> int:
+    def stats(self) -> dict[str, int]:
         root = self.base_url.split("/nsml/")[0]
         stats: dict[str, int] = requests.get(
             root + "/_sim/stats", timeout=5, verify=str(self.ca)
         ).json()
-        return stats.get("runs", 0)
+        return stats
+
+    def upstream_requests(self) -> int:
+        return self.stats().get("runs", 0)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -328,6 +334,86 @@ def compare(runs: int, latency: float, scrapes: int) -> dict[str, object]:
     }
 
 
+def details(runs: int, latency: float, scrapes: int) -> dict[str, object]:
+    """DETAILS on (the default) against off, in one run: 10,000 runs over 27 hours (about 2,500
+    in progress, 1,000 with series), scraped back to back. The fill: scrapes until no run is
+    pending; the steady state: scrapes after it. Each wall time against the run list's floor."""
+    sim = Simulator.start(runs, latency, span_hours=27)
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(sim.ca)}
+    figures: dict[str, object] = {}
+    try:
+        for mode in ("false", "true"):
+            port = free_port()
+            before = sim.stats()
+            proc = subprocess.Popen(
+                ours(port, sim, ["--details", mode]),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            url = f"http://127.0.0.1:{port}/metrics"
+            try:
+                wait_ready(f"http://127.0.0.1:{port}/healthz")
+                session = requests.Session()
+                session.headers.update(PROMETHEUS_HEADERS)
+                fill: list[float] = []
+                steady: list[float] = []
+                in_progress = series = 0
+                while len(steady) < scrapes and len(fill) < 200:
+                    started = time.perf_counter()
+                    body = session.get(url, timeout=120).text
+                    took = time.perf_counter() - started
+                    pending = re.search(r"^nsml_run_details_pending (\S+)", body, re.MULTILINE)
+                    (fill if pending and float(pending[1]) > 0 else steady).append(took)
+                    series = len(re.findall(r"^nsml_run_age_seconds\{", body, re.MULTILINE))
+                    in_progress = sum(
+                        int(float(v))
+                        for v in re.findall(
+                            r'^nsml_runs\{[^}]*status="RUN_STATE_IN_PROGRESS"[^}]*\} (\S+)',
+                            body,
+                            re.MULTILINE,
+                        )
+                    )
+                after = sim.stats()
+                figures[mode] = {
+                    "fill_scrapes": len(fill),
+                    "fill_median": statistics.median(fill) if fill else 0.0,
+                    "steady_median": statistics.median(steady),
+                    "in_progress": in_progress,
+                    "series": series,
+                    "requests": {
+                        k: after.get(k, 0) - before.get(k, 0)
+                        for k in ("runs", "projects", "run", "nodes")
+                    },
+                    "cpu_seconds": cpu_seconds(proc.pid),
+                }
+            finally:
+                proc.terminate()
+                proc.wait(10)
+    finally:
+        sim.stop()
+    net = floor(runs, latency)
+    off, on = figures["false"], figures["true"]
+    assert isinstance(off, dict) and isinstance(on, dict)
+    print(
+        f"\nDETAILS: {runs} runs, {on['in_progress']} in progress, {on['series']} with series, "
+        f"{latency * 1000:.0f} ms per request, floor {net:.3f} s\n"
+    )
+    print("| | DETAILS=false | DETAILS=true (default) |\n|---|---|---|")
+    print(
+        f"| fill: scrapes until no run is pending | | {on['fill_scrapes']} "
+        f"(median {on['fill_median']:.3f} s = {on['fill_median'] / net:.2f}x the floor) |"
+    )
+    print(
+        f"| steady state: median scrape | {off['steady_median']:.3f} s = "
+        f"{off['steady_median'] / net:.2f}x | {on['steady_median']:.3f} s = "
+        f"{on['steady_median'] / net:.2f}x |"
+    )
+    requests_row = f"| {off['requests']} | {on['requests']} |"
+    print("| API requests in all (runs, projects, run, nodes) " + requests_row)
+    return {"runs": runs, "latency": latency, "floor": net, "details": figures}
+
+
 def scale(latency: float, scrapes: int) -> list[dict[str, object]]:
     print(f"\nScale (nsml-exporter, {latency * 1000:.0f} ms per page)\n")
     print("| runs | settings | median scrape | floor | CPU per scrape | peak RSS | nsml_up |")
@@ -376,9 +462,14 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--scrapes", type=int, default=10)
     parser.add_argument("--scale", action="store_true", help="also the 1k/10k/100k table")
+    parser.add_argument(
+        "--details", action="store_true", help="also DETAILS on against off: the fill, then steady"
+    )
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args()
     results: dict[str, object] = {"compare": compare(args.runs, args.latency, args.scrapes)}
+    if args.details:
+        results["details"] = details(args.runs, args.latency, args.scrapes)
     if args.scale:
         results["scale"] = scale(args.latency, max(3, args.scrapes // 2))
     if args.json:

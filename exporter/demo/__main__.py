@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--runs", type=int, default=240, help="runs created before now")
+    parser.add_argument(
+        "--span-hours", type=float, default=72.0, help="over how many hours before now"
+    )
     parser.add_argument("--new-runs-per-minute", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every page")
@@ -32,7 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     now = time.time()
     population = generate_population(
-        args.runs, now, seed=args.seed, future_rate=args.new_runs_per_minute / 60
+        args.runs,
+        now,
+        seed=args.seed,
+        span=args.span_hours * 3600,
+        future_rate=args.new_runs_per_minute / 60,
     )
     sim = Simulator(
         args.access_key,
