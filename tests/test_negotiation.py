@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from exporter.web.negotiation import gzip_accepted, negotiate, parse_elements
 from tests.conftest import ExporterProcess
+from tests.test_server import raw
 
 OM1 = "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping="
 OM001 = "application/openmetrics-text; version=0.0.1; charset=utf-8"
@@ -247,17 +248,11 @@ def test_each_accept_header_gets_its_content_type_over_http(
 
 def test_accept_split_over_two_header_lines_is_read_whole(demo: ExporterProcess) -> None:
     """RFC 9110: a list header sent as two field lines is one list."""
-    import socket
-
-    host, port = demo.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            b"Accept: application/json\r\nAccept: text/plain;version=1.0.0\r\n\r\n"
-        )
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    answer = raw(
+        demo,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Accept: application/json\r\nAccept: text/plain;version=1.0.0\r\n\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 200 ")
     assert f"Content-Type: {TEXT1}underscores".encode() in answer
 

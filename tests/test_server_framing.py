@@ -3,7 +3,6 @@ duplicated framing header, malformed header lines refused, HEAD without a body."
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -108,15 +107,11 @@ def test_head_answers_the_length_of_the_body_and_no_body(served: ExporterProcess
 
 
 def test_head_then_get_on_one_connection_each_get_their_answer(served: ExporterProcess) -> None:
-    host, port = served.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(
-            b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
+    answer = raw(
+        served,
+        b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
     assert status_lines(answer) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
     assert answer.endswith(b"\r\n\r\nok\n")
     assert answer.count(b"ok\n") == 1
