@@ -14,11 +14,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo.population import PROJECTS
-from exporter.demo.resources import EMPTY_PROJECT, SECRET_MARKER
+from exporter.demo.resources import EMPTY_PROJECT, GPU_SERVERS, SECRET_MARKER
 from exporter.details import RunDetails
 from exporter.errors import ConnectionFailedError, HTTPStatusError
 from tests.conftest import (
     ExporterProcess,
+    api_run,
     exporter_args_for,
     exporter_env,
     make_settings,
@@ -60,8 +61,8 @@ class FakeApi:
     def get_nodes(self, project_id: str, run_name: str, page: int, deadline: float) -> Any:
         self._call("nodes", run_name)
         states = ["RUNNING"] * (self.nodes - 1) + ["PENDING"]
-        pages = [states[start : start + 100] for start in range(0, len(states), 100)]
-        return {"nodes": [{"state": s} for s in pages[page - 1]], "totalCount": self.nodes}
+        got = states[(page - 1) * 100 : page * 100]
+        return {"nodes": [{"state": s} for s in got], "totalCount": self.nodes}
 
     def of(self, endpoint: str) -> list[str]:
         return [name for kind, name in self.calls if kind == endpoint]
@@ -146,6 +147,50 @@ def test_a_node_list_of_several_pages_spends_one_request_a_page() -> None:
     runs.refresh(keys("1"))
     assert api.calls[1:] == [("run", "1"), ("nodes", "1"), ("nodes", "1")]
     assert runs.view(keys("1")).pending == 1  # the list was not read whole: not kept
+
+
+def test_a_node_list_of_exactly_two_full_pages_costs_two_requests() -> None:
+    """Bug caught: `>` for `>=` against totalCount, which asks for an empty third page."""
+    api = FakeApi(nodes=200)
+    runs = details(api, page_size=100)
+    runs.refresh(keys("1"))
+    assert api.of("nodes") == ["1", "1"]
+    assert runs.view(keys("1")).nodes[("p1", "1")] == {"RUNNING": 199, "PENDING": 1}
+
+
+def test_each_label_of_a_run_comes_from_its_own_field() -> None:
+    """Bug caught: two fields swapped between labels (image type as the GPU server)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from exporter.details import DetailsView, ProjectInfo, RunInfo
+    from exporter.details_families import details_families
+    from tests.test_collector import run_list
+
+    listed = run_list([api_run("p1", "7", "RUN_STATE_IN_PROGRESS")])
+    series = [(run, 0.0, 0.0) for run in listed.runs.values()]
+    view = DetailsView(
+        (ProjectInfo("p1", "name-p1", "CHANGING", 3),),
+        {("p1", "7"): RunInfo("NVIDIA A100 80GB x8", "1308", "CUSTOM")},
+        {("p1", "7"): {"RUNNING": 2, "PENDING": 1}},
+        pending=4,
+    )
+    registry = CollectorRegistry()
+
+    class Families:
+        def collect(self) -> Any:
+            return details_families(view, series)
+
+    registry.register(Families())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert (
+        'nsml_run_info{gpu_server="NVIDIA A100 80GB x8",gpu_server_code="1308",'
+        'image_type="CUSTOM",project="name-p1",project_id="p1",run="7"} 1.0'
+    ) in text
+    assert 'nsml_run_nodes{project="name-p1",project_id="p1",run="7",state="PENDING"} 1.0' in text
+    assert 'nsml_run_nodes{project="name-p1",project_id="p1",run="7",state="RUNNING"} 2.0' in text
+    assert 'nsml_project_info{project="name-p1",project_id="p1",status="CHANGING"} 1.0' in text
+    assert 'nsml_project_nodes{project="name-p1",project_id="p1"} 3.0' in text
+    assert "nsml_run_details_pending 4.0" in text
 
 
 def test_a_run_gone_404_is_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
@@ -245,7 +290,10 @@ def test_demo_once_shows_projects_gpu_servers_and_nodes_and_no_secret() -> None:
     assert found["nsml_run_details_pending"][0].value == 0
     states = {s.labels["state"] for s in found["nsml_run_nodes"]}
     assert states == {"RUNNING", "PENDING"}  # multi-node runs with a node still starting
-    assert all(s.labels["gpu_server"] and s.labels["image_type"] for s in found["nsml_run_info"])
+    catalogue = {server.name: str(server.code) for server in GPU_SERVERS}
+    for sample in found["nsml_run_info"]:
+        assert catalogue[sample.labels["gpu_server"]] == sample.labels["gpu_server_code"]
+        assert sample.labels["image_type"] in ("BASE", "CUSTOM")
     requests = {
         (s.labels["endpoint"], s.labels["code"]): s.value for s in found["nsml_api_requests"]
     }

@@ -244,6 +244,7 @@ def test_each_accept_header_gets_its_content_type_over_http(
     assert "nsml_up" in response.text or "nsml__up" in response.text
     is_openmetrics = expected.startswith("application/openmetrics-text")
     assert response.text.endswith("# EOF\n") is is_openmetrics
+    assert response.text.count("# EOF") == int(is_openmetrics)  # the shared part has none
 
 
 def test_accept_split_over_two_header_lines_is_read_whole(demo: ExporterProcess) -> None:

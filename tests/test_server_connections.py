@@ -31,28 +31,12 @@ from tests.conftest import (
 )
 from tests.fake_api import Fault, FaultyServer
 from tests.test_load import rss_kib
-from tests.test_server import status_lines
+from tests.test_server import closed_by_server, status_lines
 
 
 def host_port(exporter: ExporterProcess) -> tuple[str, int]:
     host, port = exporter.url.split("://")[1].split(":")
     return host, int(port)
-
-
-def closed_by_server(sock: socket.socket, within: float) -> bool:
-    """True when the server closes `sock` (EOF or reset) within `within` seconds, whatever it
-    sent before (a ServerHello, a TLS alert)."""
-    deadline = time.monotonic() + within
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            if sock.recv(65536) == b"":
-                return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        pass
-    return False
 
 
 def fresh_get(exporter: ExporterProcess, path: str, timeout: float = 2) -> requests.Response:

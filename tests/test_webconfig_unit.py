@@ -178,6 +178,7 @@ def test_an_unsupported_tls_key_is_an_error_naming_it(pem: Path) -> None:
         load(pem, {"cipher_suites": ["TLS_AES_128_GCM_SHA256"]})
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize("name", ["TLS10", "TLS11", "TLS12", "TLS13"])
 def test_each_max_version_sets_the_maximum(pem: Path, name: str) -> None:
     """Bug caught: `max_version` setting the minimum."""
@@ -187,6 +188,7 @@ def test_each_max_version_sets_the_maximum(pem: Path, name: str) -> None:
     assert context.minimum_version == ssl.TLSVersion.TLSv1
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 @pytest.mark.parametrize("name", ["TLS10", "TLS11", "TLS12", "TLS13"])
 def test_each_min_version_sets_the_minimum(pem: Path, name: str) -> None:
     context = load(pem, {"min_version": name}).ssl_context
