@@ -14,8 +14,10 @@ import hmac
 import os
 import secrets
 import ssl
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,8 +90,9 @@ class BasicAuth:
         self._cost = max((_cost(hashed) for hashed in self.users.values()), default=10)
         started = time.perf_counter()
         self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=self._cost))
-        #: How long a check at the highest cost takes, kept up to date by such checks.
-        self._slowest = time.perf_counter() - started
+        #: How long the latest checks at the highest cost took: their median is what a failed
+        #: check lasts (a median, so that one slow check does not slow every failure).
+        self._costliest: deque[float] = deque([time.perf_counter() - started], maxlen=5)
         self._checks = threading.BoundedSemaphore(self.slots)
 
     @staticmethod
@@ -128,10 +131,12 @@ class BasicAuth:
         finally:
             self._checks.release()
         took = time.perf_counter() - started
-        if _cost(hashed) == self._cost:
-            self._slowest = took
+        with self._lock:
+            if _cost(hashed) == self._cost:
+                self._costliest.append(took)
+            slowest = statistics.median(self._costliest)
         if not matched or hashed is self._dummy:
-            time.sleep(max(0.0, self._slowest - took))  # no slot held while it waits
+            time.sleep(max(0.0, slowest - took))  # no slot held while it waits
             return False
         with self._lock:
             self._verified[user] = digest
