@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .errors import CollectionError, HTTPStatusError
@@ -98,9 +98,12 @@ class RunDetails:
         self._nodes: dict[RunKey, tuple[float, dict[str, int]]] = {}
         self._projects: tuple[ProjectInfo, ...] | None = None
         self._running: threading.Thread | None = None
+        self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-details")
 
     def close(self) -> None:
+        """Stop: a refresh under way ends without finishing its reads."""
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def view(self, series: Iterable[RunKey]) -> DetailsView:
@@ -135,7 +138,7 @@ class RunDetails:
     def refresh_in_background(self, series: Iterable[RunKey]) -> None:
         """`refresh` on a thread of its own, unless one is still going."""
         with self._lock:
-            if self._running is not None and self._running.is_alive():
+            if self._closed.is_set() or (self._running is not None and self._running.is_alive()):
                 return
             self._running = threading.Thread(
                 target=self.refresh, args=(list(series),), name="nsml-details", daemon=True
@@ -148,11 +151,16 @@ class RunDetails:
         self._read_projects(deadline)
         plan = self.plan(series)
         budget = _Budget(self._budget)
-        failed = [
-            error
-            for error in self._pool.map(lambda item: self._read(item, budget, deadline), plan)
-            if error
-        ]
+        try:
+            failed = [
+                error
+                for error in self._pool.map(lambda item: self._read(item, budget, deadline), plan)
+                if error
+            ]
+        except (CancelledError, RuntimeError):  # closed under it: the exporter is stopping
+            if self._closed.is_set():
+                return
+            raise
         if failed:
             log.warning(
                 "details: %d of %d reads failed (the runs stay pending); first: %s",

@@ -262,6 +262,37 @@ def test_only_one_background_refresh_runs_at_a_time() -> None:
     assert api.of("projects") == [""]
 
 
+def test_closing_during_a_refresh_ends_it_quietly() -> None:
+    """Bug caught (by the SIGTERM test, now and then): close() cancelled a refresh's reads, and
+    its thread died with a CancelledError traceback."""
+    api = FakeApi()
+    gate = threading.Event()
+    started = threading.Event()
+    real = api.get_run
+
+    def slow(project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+        started.set()
+        gate.wait(5)
+        return real(project_id, run_name, deadline)
+
+    api.get_run = slow  # type: ignore[method-assign]
+    runs = details(api)
+    died: list[BaseException | None] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: died.append(args.exc_value)
+    try:
+        runs.refresh_in_background(keys(*map(str, range(10))))
+        assert started.wait(5)
+        runs.close()
+        gate.set()
+        time.sleep(0.5)
+        runs.refresh_in_background(keys("1"))  # closed: starts nothing
+    finally:
+        threading.excepthook = previous
+    assert died == []
+    assert api.of("run") == ["0"]
+
+
 # -- the exporter and the simulator, over HTTP ------------------------------------------------
 
 
