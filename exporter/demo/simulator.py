@@ -10,9 +10,7 @@ in the simulator's zone (KST by default), newest run first.
 
 It gzips bodies for clients that accept it when asked to, and serves HTTPS given a certificate.
 `GET /_sim/stats` counts what it served (read-only). It takes no commands: the test suite's
-fault injection lives under `tests/`.
-
-Run it alone with `python -m exporter.demo --help`.
+fault injection lives under `tests/`. Run it alone with `python -m exporter.demo --help`.
 """
 
 from __future__ import annotations
