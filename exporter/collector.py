@@ -69,8 +69,7 @@ class NsmlCollector(Collector):
         )
         self._statuses: dict[str, None] = dict.fromkeys(settings.known_statuses)
         self._statuses_lock = threading.Lock()
-        self._last_success = 0.0
-        self._total_count: int | None = None
+        self._last_good: Snapshot | None = None  # written by the one collection in flight
         self._warned_future = False
         self.shared = SharedCollection(
             self.collect_once,
@@ -100,15 +99,14 @@ class NsmlCollector(Collector):
         except CollectionError as error:
             self._metrics.count_error(error.reason)
             log.warning("collection failed (%s): %s", error.reason, error)
-            return Snapshot(False, time.monotonic() - started, self._now(), error=str(error))
+            return self._failure(started, str(error))
         except Exception:
             self._metrics.count_error(CollectionError.reason)
             log.exception("collection failed (internal error)")
-            return Snapshot(False, time.monotonic() - started, self._now(), error="internal")
+            return self._failure(started, "internal")
         if self._details is not None:
             snapshot = self._with_details(snapshot, self._details)
-        self._last_success = snapshot.finished
-        self._total_count = snapshot.total_count
+        self._last_good = snapshot
         log.debug(
             "collected %d runs (totalCount %d) in %.3fs",
             len(run_list.runs),
@@ -116,6 +114,18 @@ class NsmlCollector(Collector):
             snapshot.duration,
         )
         return snapshot
+
+    def _failure(self, started: float, error: str) -> Snapshot:
+        """A failed collection, carrying the last success's totalCount and time."""
+        last = self._last_good
+        return Snapshot(
+            False,
+            time.monotonic() - started,
+            self._now(),
+            error=error,
+            total_count=None if last is None else last.total_count,
+            last_success=0.0 if last is None else last.finished,
+        )
 
     def _with_details(self, snapshot: Snapshot, details: RunDetails) -> Snapshot:
         """The snapshot with the details of its runs with series, as known now; the reads they
@@ -155,11 +165,11 @@ class NsmlCollector(Collector):
                 "Runs eligible for per-run series but left out by MAX_RUN_SERIES",
                 value=snap.omitted,
             )
-        if self._total_count is not None or describe:
+        if snap.total_count is not None or describe:
             yield GaugeMetricFamily(
                 "nsml_api_reported_runs",
                 "totalCount of the last successful collection",
-                value=self._total_count or 0,
+                value=snap.total_count or 0,
             )
         yield GaugeMetricFamily(
             "nsml_scrape_duration_seconds", "Wall time of the last collection", value=snap.duration
@@ -172,7 +182,7 @@ class NsmlCollector(Collector):
         yield GaugeMetricFamily(
             "nsml_last_success_timestamp_seconds",
             "End of the last successful collection, Unix seconds (0 before the first)",
-            value=self._last_success,
+            value=snap.last_success,
         )
         info = GaugeMetricFamily(
             "nsml_exporter_build_info",

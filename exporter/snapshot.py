@@ -55,7 +55,10 @@ class Snapshot:
     #: (run, createTime, updateTime as Unix seconds) for runs with per-run series, oldest first.
     series: tuple[tuple[Run, float, float], ...] = ()
     omitted: int = 0
+    #: `totalCount`, and the end of the collection that read it: this one's, or for a failure
+    #: the last success's (None and 0 before the first).
     total_count: int | None = None
+    last_success: float = 0.0
     error: str = ""
     #: Finished runs: updateTime minus createTime, and now minus updateTime.
     durations: dict[HistogramKey, Histogram] = field(default_factory=dict)
@@ -130,6 +133,7 @@ def summarize(
         series=tuple(timed[:cap]),
         omitted=max(0, len(timed) - cap),
         total_count=run_list.total_count,
+        last_success=finished,
         durations=durations,
         finished_ages=finished_ages,
         last_created=last_created,
