@@ -282,8 +282,9 @@ def test_slow_readers_share_one_rendered_body(
     grown = rss_kib(exporter.proc.pid) - baseline
     for sock in readers:
         sock.close()
-    # One copy per reader would be 20 bodies; shared, it is well under two.
-    assert grown < 2 * len(body) // 1024, (grown, len(body) // 1024)
+    # One copy per reader would be 20 bodies (the code before grew 63 for 20 readers); shared,
+    # what grows is the readers' threads, a few MB whatever the body: under 5 bodies.
+    assert grown < 5 * len(body) // 1024, (grown, len(body) // 1024)
     assert exporter.get().status_code == 200
 
 

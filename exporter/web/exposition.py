@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -38,41 +37,36 @@ class _Families(Collector):
         return self._families
 
 
-@dataclass(frozen=True)
-class _Rendered:
-    plain: bytes
-    #: The gzip stream of `plain`, flushed to a byte boundary, and the compressor to continue it.
-    gzipped: bytes
-    compressor: zlib._Compress
-
-
 class Exposition:
     def __init__(self, collector: NsmlCollector, live: CollectorRegistry) -> None:
         self._collector = collector
         self._live = live
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
-        self._rendered: dict[Choice, _Rendered] = {}
+        #: For the current snapshot, by format: the shared part, and its gzip stream flushed to
+        #: a byte boundary with the compressor to continue it (made on the first gzip scrape).
+        self._plain: dict[Choice, bytes] = {}
+        self._gzipped: dict[Choice, tuple[bytes, zlib._Compress]] = {}
 
     def render(self, choice: Choice, gzipped: bool) -> list[bytes]:
         """The answer's body, in pieces to write one after the other."""
-        shared = self._shared(choice, self._collector.shared.get())
-        live = choice.encoder(self._live)
-        if not gzipped:
-            return [shared.plain, live]
-        tail = shared.compressor.copy()
-        return [shared.gzipped, tail.compress(live) + tail.flush()]
-
-    def _shared(self, choice: Choice, snapshot: Snapshot) -> _Rendered:
+        snapshot = self._collector.shared.get()
         # One render per collection and format; scrapes that come meanwhile wait for it.
         with self._lock:
             if snapshot is not self._snapshot:
-                self._snapshot, self._rendered = snapshot, {}
-            rendered = self._rendered.get(choice)
-            if rendered is None:
+                self._snapshot, self._plain, self._gzipped = snapshot, {}, {}
+            plain = self._plain.get(choice)
+            if plain is None:
                 plain = choice.encoder(_Families(self._collector.families(snapshot)))
-                plain = plain.removesuffix(OPENMETRICS_EOF)  # the live part ends the body
+                plain = self._plain[choice] = plain.removesuffix(OPENMETRICS_EOF)
+            shared_gzip = self._gzipped.get(choice) if gzipped else None
+            if gzipped and shared_gzip is None:
                 compressor = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
-                gzipped = compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                rendered = self._rendered[choice] = _Rendered(plain, gzipped, compressor)
-            return rendered
+                head = compressor.compress(plain) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                shared_gzip = self._gzipped[choice] = (head, compressor)
+        live = choice.encoder(self._live)  # the live part ends the body (with OpenMetrics' EOF)
+        if shared_gzip is None:
+            return [plain, live]
+        head, compressor = shared_gzip
+        tail = compressor.copy()
+        return [head, tail.compress(live) + tail.flush()]
