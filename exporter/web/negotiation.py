@@ -156,20 +156,16 @@ def negotiate(accept: str | None) -> Choice | None:
     """The format for an `Accept` header, or None when the client takes none the exporter
     serves (answer 406). A header that is absent, or has no well-formed element, means `*/*`."""
     elements = parse_elements(accept or "") or parse_elements("*/*")
-    best: tuple[float, int, int] | None = None
-    choice: Choice | None = None
+    candidates = []
     for rank, fmt in enumerate(FORMATS):
         matches = [(s, e) for e in elements if (s := _specificity(e, fmt)) is not None]
         if not matches:
             continue
-        top = max(s for s, _ in matches)
-        element = next(e for s, e in matches if s == top)  # the first of the most specific
-        if element.q <= 0:
-            continue
-        score = (-element.q, element.index, rank)
-        if best is None or score < best:
-            best, choice = score, Choice(fmt, _escaping(element, fmt))
-    return choice
+        element = max(matches, key=lambda match: match[0])[1]  # the first of the most specific
+        if element.q > 0:
+            score = (-element.q, element.index, rank)
+            candidates.append((score, Choice(fmt, _escaping(element, fmt))))
+    return min(candidates, key=lambda candidate: candidate[0])[1] if candidates else None
 
 
 def gzip_accepted(accept_encoding: str | None) -> bool:

@@ -95,22 +95,15 @@ class ExporterServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._lock:
-            victim = None
-            if self._active >= self._max_connections:
-                idle = [(w.since, s) for s, w in self._watched.items() if w.idle]
-                victim = min(idle, key=lambda pair: pair[0])[1] if idle else None
-                if victim is None:
-                    log.debug(
-                        "refused %s: every connection has a request in flight", client_address[0]
-                    )
-                else:
-                    del self._watched[victim]
-            admitted = victim is not None or self._active < self._max_connections
+            full = self._active >= self._max_connections
+            victim = self._take_longest_idle() if full else None
+            admitted = not full or victim is not None
             if admitted:
                 self._active += 1
         if victim is not None:
             _cut(victim)
         if not admitted:
+            log.debug("refused %s: every connection has a request in flight", client_address[0])
             with contextlib.suppress(OSError):
                 request.sendall(BUSY)
             self.shutdown_request(request)
@@ -120,6 +113,15 @@ class ExporterServer(ThreadingHTTPServer):
         except BaseException:
             self._release()
             raise
+
+    def _take_longest_idle(self) -> socket.socket | None:
+        """The connection idle longest, no longer watched; the caller holds the lock."""
+        idle = [(watched.since, sock) for sock, watched in self._watched.items() if watched.idle]
+        if not idle:
+            return None
+        victim = min(idle, key=lambda pair: pair[0])[1]
+        del self._watched[victim]
+        return victim
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
