@@ -291,9 +291,38 @@ def test_slow_readers_share_one_rendered_body(
 # -- SIGTERM ------------------------------------------------------------------------------------
 
 
-def test_connections_in_the_backlog_at_stop_get_a_status_line() -> None:
-    """Issue 16 (11): connections queued but not yet accepted at SIGTERM were reset."""
-    server = ExporterServer(("127.0.0.1", 0), SlowExposition(0), WebConfig())  # type: ignore[arg-type]
+def ask_healthz(address: tuple[str, int], tls: ssl.SSLContext | None) -> bytes:
+    """`GET /healthz` on a new connection (over TLS with `tls`), read until it closes."""
+    answer = b""
+    try:
+        sock = socket.create_connection(address, timeout=10)
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+        with sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            while chunk := sock.recv(65536):
+                answer += chunk
+    except OSError:  # a reset, or a TLS connection cut: whatever came before counts
+        pass
+    return answer
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_connections_in_the_backlog_at_stop_get_a_status_line(
+    scheme: str, pki: dict[str, Path]
+) -> None:
+    """Issue 16 (11): connections queued but not yet accepted at SIGTERM were reset. Over TLS
+    too, they get their handshake and a 503."""
+    server_tls = client_tls = None
+    if scheme == "https":
+        server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_tls.load_cert_chain(pki["server_crt"], pki["server_key"])
+        client_tls = ssl.create_default_context(cafile=str(pki["ca"]))
+    server = ExporterServer(
+        ("127.0.0.1", 0),
+        SlowExposition(0),  # type: ignore[arg-type]
+        WebConfig(ssl_context=server_tls),
+    )
     gate = threading.Event()
     original = server.process_request
 
@@ -304,24 +333,25 @@ def test_connections_in_the_backlog_at_stop_get_a_status_line() -> None:
     server.process_request = held  # type: ignore[method-assign]
     server.serve_in_thread()
     address = (str(server.server_address[0]), int(server.server_address[1]))
-    clients = [socket.create_connection(address, timeout=5) for _ in range(6)]
-    for sock in clients:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers: list[bytes] = []
+    clients = [
+        threading.Thread(target=lambda: answers.append(ask_healthz(address, client_tls)))
+        for _ in range(6)
+    ]
+    for client in clients:
+        client.start()
     time.sleep(0.3)
     stopper = threading.Thread(target=server.stop, args=(2,))
     stopper.start()
     time.sleep(0.3)
     gate.set()
     stopper.join(10)
-    for sock in clients:
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except (ConnectionResetError, TimeoutError):
-            pass
-        sock.close()
+    for client in clients:
+        client.join(10)
+    assert len(answers) == 6
+    for answer in answers:
         assert len(status_lines(answer)) == 1, answer
+    assert sum(b"503 Service Unavailable" in answer for answer in answers) >= 4
 
 
 def test_a_stop_past_its_grace_names_the_requests_it_cut(
