@@ -13,13 +13,22 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from .population import IN_PROGRESS, PENDING, PROJECTS, SimRun
 
-if TYPE_CHECKING:
-    from .simulator import Simulator
+
+class Simulator(Protocol):
+    """What these endpoints read of the simulator's state (`simulator.Simulator`)."""
+
+    first_page: int
+
+    def now(self) -> float: ...
+    def count(self, label: str) -> None: ...
+    def find(self, project_id: str, run_name: str, now: float) -> SimRun | None: ...
+    def visible(self, now: float) -> list[SimRun]: ...
+    def format_time(self, moment: float) -> str: ...
 
 
 @dataclass(frozen=True)

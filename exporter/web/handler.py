@@ -12,15 +12,15 @@ from __future__ import annotations
 import html
 import logging
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+import socket
+import threading
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .. import __version__
+from .exposition import Exposition
 from .negotiation import FORMATS, gzip_accepted, negotiate
-from .webconfig import AuthBusy
-
-if TYPE_CHECKING:
-    from .server import ExporterServer
+from .webconfig import AuthBusy, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,24 @@ NOT_ACCEPTABLE = (
 MAX_EMPTY_LINES = 4
 
 
+class Served(Protocol):
+    """What a request needs of the server that accepted it (`server.ExporterServer`)."""
+
+    exposition: Exposition
+    web: WebConfig
+    header_timeout: float
+    response_timeout: float
+    stopping: threading.Event
+
+    def watch(
+        self, sock: socket.socket, seconds: float, idle: bool = False, what: str = ""
+    ) -> None: ...
+
+    def unwatch(self, sock: socket.socket) -> None: ...
+
+
 class Handler(BaseHTTPRequestHandler):
-    server: ExporterServer
+    server: Served  # type: ignore[assignment]
     raw_requestline: bytes
     protocol_version = "HTTP/1.1"
     # A request line without a version gets an HTTP/1.0 status line, not a bare body.
