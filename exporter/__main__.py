@@ -22,10 +22,10 @@ from pydantic import SecretStr
 
 from . import __version__
 from .cli import parse_args, unknown_variables_warning
-from .collector import NsmlCollector
+from .collection.collector import NsmlCollector
+from .collection.details import RunDetails
 from .demo import demo_simulator
 from .demo.simulator import SimulatorServer
-from .details import RunDetails
 from .errors import ConfigError
 from .logs import setup_logging
 from .nsml.client import NsmlClient

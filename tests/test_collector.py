@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.collector import NsmlCollector
+from exporter.collection.collector import NsmlCollector
 from exporter.errors import HTTPStatusError
 from exporter.nsml.client import NsmlClient
 from exporter.nsml.models import decode_page

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.collection.details import RunDetails
 from exporter.demo.population import PROJECTS
 from exporter.demo.resources import EMPTY_PROJECT, GPU_SERVERS, SECRET_MARKER
-from exporter.details import RunDetails
 from exporter.errors import ConnectionFailedError, HTTPStatusError
 from tests.conftest import (
     ExporterProcess,
@@ -162,8 +162,8 @@ def test_each_label_of_a_run_comes_from_its_own_field() -> None:
     """Bug caught: two fields swapped between labels (image type as the GPU server)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from exporter.details import DetailsView, ProjectInfo, RunInfo
-    from exporter.details_families import details_families
+    from exporter.collection.details import DetailsView, ProjectInfo, RunInfo
+    from exporter.collection.details_families import details_families
     from tests.test_collector import run_list
 
     listed = run_list([api_run("p1", "7", "RUN_STATE_IN_PROGRESS")])

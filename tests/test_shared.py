@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.shared import SharedCollection
+from exporter.collection.shared import SharedCollection
 
 
 @dataclass

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from exporter.collection.snapshot import Histogram, Rules, Snapshot, summarize
 from exporter.nsml.models import decode_page
 from exporter.nsml.paging import RunList
-from exporter.snapshot import Histogram, Rules, Snapshot, summarize
 from tests.conftest import api_run
 
 UTC = ZoneInfo("UTC")

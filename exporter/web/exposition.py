@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from ..collector import NsmlCollector
-from ..snapshot import Snapshot
+from ..collection.collector import NsmlCollector
+from ..collection.snapshot import Snapshot
 from .negotiation import Choice
 
 OPENMETRICS_EOF = b"# EOF\n"

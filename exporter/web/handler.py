@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import html
 import logging
-from http.server import BaseHTTPRequestHandler
 import socket
 import threading
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 

@@ -19,14 +19,14 @@ from dataclasses import replace
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
+from .. import __version__
+from ..errors import CollectionError
+from ..nsml.models import Run
+from ..nsml.paging import RunList, run_key
+from ..selfmetrics import ExporterMetrics
+from ..settings import Settings
 from .details import RunDetails
 from .details_families import details_families
-from .errors import CollectionError
-from .nsml.models import Run
-from .nsml.paging import RunList, run_key
-from .selfmetrics import ExporterMetrics
-from .settings import Settings
 from .shared import SharedCollection
 from .snapshot import Rules, Snapshot, summarize
 

@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 from prometheus_client.utils import floatToGoString
 
+from ..errors import InvalidResponseError
+from ..nsml.models import Run, to_timestamp
+from ..nsml.paging import RunList
 from .details import DetailsView
-from .errors import InvalidResponseError
-from .nsml.models import Run, to_timestamp
-from .nsml.paging import RunList
 
 CountKey = tuple[str, str, str, str]  # project_id, project, status, run_type
 HistogramKey = tuple[str, str, str, str]  # project_id, project, run_type, status

@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .errors import CollectionError, HTTPStatusError
-from .nsml.api import NsmlApi
-from .nsml.models import Node, Project
-from .nsml.paging import RunKey, read_list
-from .settings import Settings
+from ..errors import CollectionError, HTTPStatusError
+from ..nsml.api import NsmlApi
+from ..nsml.models import Node, Project
+from ..nsml.paging import RunKey, read_list
+from ..settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from ..nsml.models import Run
+from ..nsml.paging import run_key
 from .details import DetailsView
-from .nsml.models import Run
-from .nsml.paging import run_key
 
 PROJECT_LABELS = ["project_id", "project"]
 INFO_LABELS = ["project_id", "project", "run", "gpu_server", "gpu_server_code", "image_type"]
