@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 import threading
+from argparse import Namespace
 from types import FrameType
 
 from prometheus_client import (
@@ -44,9 +45,11 @@ def _fail_config(error: ConfigError) -> int:
     return 2
 
 
-def _start_demo(settings: Settings) -> tuple[Settings, SimulatorServer]:
+def _start_demo(settings: Settings, args: Namespace) -> tuple[Settings, SimulatorServer]:
     access, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
-    sim = demo_simulator(access, secret)
+    sim = demo_simulator(
+        access, secret, args.demo_runs, latency=args.demo_latency, order=args.demo_order
+    )
     log.info("demo: NSML simulator at %s", sim.base_url)
     settings = settings.model_copy(
         update={
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("%s", warning)
     sim = None
     if args.demo:
-        settings, sim = _start_demo(settings)
+        settings, sim = _start_demo(settings, args)
 
     # No `_created` series beside the counters: nothing reads them.
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -94,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     details = RunDetails(client.api, settings) if settings.details else None
     collector = NsmlCollector(
         settings,
-        client.fetch_runs,
+        client,
         metrics,
         details=details,
-        details_in_background=not args.once,  # --once reads them first: it has one chance
+        once=args.once,  # one full read, however long, and the details first
     )
     live = CollectorRegistry()  # the exporter's own families, read fresh on every scrape
     metrics.register(live)
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if last is not None and last.ok else 1
         return _serve(settings, exposition, web)
     finally:
+        collector.history.close()
         if details is not None:
             details.close()
         client.close()

@@ -41,6 +41,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.
         help="start the built-in NSML simulator on loopback and export its runs (no keys needed)",
     )
     parser.add_argument(
+        "--demo-runs",
+        type=int,
+        default=240,
+        metavar="N",
+        help="with --demo: runs in the simulator's history (100000 shows background reading)",
+    )
+    parser.add_argument(
+        "--demo-latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --demo: seconds the simulator takes to answer each request",
+    )
+    parser.add_argument(
+        "--demo-order",
+        choices=("newest", "arbitrary"),
+        default="newest",
+        help="with --demo: the simulator lists runs newest first, or in an arbitrary order",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         help="collect once, print the exposition, exit 0 if it succeeded and 1 if not",
@@ -90,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     """Parse the command line over the environment; raises `ConfigError` naming what is wrong."""
     parser, cli = build_parser()
     args = parser.parse_args(argv)
+    if args.demo_runs < 0 or args.demo_latency < 0:
+        raise ConfigError.usage("--demo-runs and --demo-latency must not be negative")
     required = KEYS_REQUIRED.set(not args.demo)
     try:
         settings = Settings(_cli_settings_source=cli(parsed_args=args))

@@ -71,7 +71,13 @@ class Settings(BaseSettings):
     base_url: str = Field(DEFAULT_BASE_URL, description="API base, path included")
     listen_address: str = Field("0.0.0.0", description="address to serve on")
     port: int = Field(9877, ge=0, le=65535, description="port to serve on")
-    page_size: int = Field(100, ge=1, le=100_000, description="runs per page requested")
+    page_size: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="items per page requested; a gateway that serves fewer is followed, one "
+        "that refuses it with 400 is asked for 100",
+    )
     first_page: int = Field(
         1, ge=0, le=1, description="number of the first page: 1, or 0 for a 0-based API"
     )
@@ -79,6 +85,17 @@ class Settings(BaseSettings):
     request_timeout: float = Field(5.0, gt=0, le=300, description="seconds per API request")
     collect_timeout: float = Field(
         9.0, gt=0, le=3600, description="seconds for a whole collection, retries included"
+    )
+    collection_mode: Literal["auto", "scrape", "background"] = Field(
+        "auto",
+        description="auto: read the run list on each scrape while a full read fits "
+        "COLLECT_TIMEOUT, else in the background; scrape or background: always so",
+    )
+    read_rate: float = Field(
+        15.0,
+        gt=0,
+        le=1000,
+        description="most run-list requests a second while reading in the background",
     )
     retries: int = Field(
         2, ge=0, le=10, description="retries of a page on 429/5xx/timeouts/connection errors"

@@ -436,3 +436,31 @@ def require_prometheus(major: int) -> PrometheusRelease:
 def release(request: pytest.FixtureRequest) -> PrometheusRelease:
     """Each test that takes it runs against Prometheus 2.42 (Debian stable) and 3.x."""
     return require_prometheus(request.param)
+
+
+@dataclass
+class ReadRuns:
+    """The runs one full read took, by identity, and what it found."""
+
+    runs: dict[tuple[str, str], Any]
+    result: Any
+
+    @property
+    def total_count(self) -> int:
+        return int(self.result.total_count)
+
+
+def fetch_runs(client: Any, deadline: float | None = None, zone: str = "Asia/Seoul") -> ReadRuns:
+    """`client.read_runs` with every run it takes kept (tests only: the exporter keeps none)."""
+    from zoneinfo import ZoneInfo
+
+    from exporter.nsml.models import to_timestamp
+
+    runs: dict[tuple[str, str], Any] = {}
+    tz = ZoneInfo(zone)
+    result = client.read_runs(
+        lambda run: runs.__setitem__((run["projectId"], run["runName"]), run),
+        lambda run: to_timestamp(run["createTime"], tz),
+        deadline=deadline,
+    )
+    return ReadRuns(runs, result)

@@ -19,15 +19,16 @@ import pytest
 
 from exporter.errors import CollectionError, ConnectionFailedError, InvalidResponseError
 from exporter.nsml.client import NsmlClient
-from exporter.nsml.paging import RunList
 from tests.conftest import (
     ACCESS,
     SECRET,
     ExporterProcess,
     FakeAdapter,
+    ReadRuns,
     api_run,
     exporter_args_for,
     exporter_env,
+    fetch_runs,
     make_settings,
     static_runs,
 )
@@ -41,11 +42,11 @@ def expected_keys() -> set[tuple[str, str]]:
     return {(run.project_id, run.run_name) for run in static_runs(RUNS)}
 
 
-def fetch(base_url: str, **settings: object) -> RunList:
+def fetch(base_url: str, **settings: object) -> ReadRuns:
     values: dict[str, object] = {"base_url": base_url, "page_size": PAGE, "retries": 0}
     client = NsmlClient(make_settings(**{**values, **settings}))
     try:
-        return client.fetch_runs(deadline=time.monotonic() + 20)
+        return fetch_runs(client, deadline=time.monotonic() + 20)
     finally:
         client.close()
 
@@ -72,7 +73,7 @@ def test_connections_are_kept_alive_across_pages_and_scrapes(populated: FaultySe
     client = NsmlClient(make_settings(base_url=populated.base_url, page_size=PAGE, concurrency=4))
     try:
         for _ in range(3):
-            assert len(client.fetch_runs(deadline=time.monotonic() + 20).runs) == RUNS
+            assert len(fetch_runs(client, deadline=time.monotonic() + 20).runs) == RUNS
     finally:
         client.close()
     assert populated.sim.requests["runs"] == 3 * 18
@@ -324,10 +325,10 @@ def test_a_body_of_exactly_max_response_bytes_is_accepted(slack: int, accepted: 
     )
     try:
         if accepted:
-            assert len(client.fetch_runs(deadline=time.monotonic() + 10).runs) == 1
+            assert len(fetch_runs(client, deadline=time.monotonic() + 10).runs) == 1
         else:
             with pytest.raises(InvalidResponseError, match="MAX_RESPONSE_BYTES"):
-                client.fetch_runs(deadline=time.monotonic() + 10)
+                fetch_runs(client, deadline=time.monotonic() + 10)
     finally:
         client.close()
 
@@ -343,13 +344,14 @@ def test_which_statuses_are_asked_again(status: int, retried: bool) -> None:
         [(status, {"error": {"errorCode": 900, "message": "x"}}), (200, one_page_body())]
     )
     adapter = FakeAdapter(lambda page, size: next(answers))
-    client = NsmlClient(make_settings(retries=1), adapter=adapter)
+    # PAGE_SIZE at the fallback's size: a 400 is then final, not a smaller page asked again.
+    client = NsmlClient(make_settings(retries=1, page_size=100), adapter=adapter)
     try:
         if retried:
-            assert len(client.fetch_runs(deadline=time.monotonic() + 10).runs) == 1
+            assert len(fetch_runs(client, deadline=time.monotonic() + 10).runs) == 1
         else:
             with pytest.raises(CollectionError):
-                client.fetch_runs(deadline=time.monotonic() + 10)
+                fetch_runs(client, deadline=time.monotonic() + 10)
     finally:
         client.close()
     assert len(adapter.calls) == (2 if retried else 1)

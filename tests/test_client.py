@@ -10,7 +10,7 @@ import pytest
 
 from exporter.errors import HTTPStatusError, RequestTimeoutError, ThrottledError
 from exporter.nsml.client import NsmlClient
-from tests.conftest import FakeAdapter, api_run, make_settings
+from tests.conftest import FakeAdapter, api_run, fetch_runs, make_settings
 
 
 def pages_of(count: int) -> list[dict[str, Any]]:
@@ -33,7 +33,7 @@ def test_a_429_is_retried_then_the_page_is_read() -> None:
     )
     adapter = FakeAdapter(lambda page, size: next(answers))
     client = NsmlClient(make_settings(retries=1), adapter=adapter)
-    assert len(client.fetch_runs(time.monotonic() + 30).runs) == 1
+    assert len(fetch_runs(client, time.monotonic() + 30).runs) == 1
     assert adapter.pages == [1, 1]
 
 
@@ -41,7 +41,7 @@ def test_retries_are_bounded_by_the_setting() -> None:
     adapter = FakeAdapter(lambda page, size: (429, {"error": {"errorCode": "420"}}))
     client = NsmlClient(make_settings(retries=2), adapter=adapter)
     with pytest.raises(ThrottledError, match="HTTP 429"):
-        client.fetch_runs(time.monotonic() + 30)
+        fetch_runs(client, time.monotonic() + 30)
     assert adapter.pages == [1, 1, 1]
 
 
@@ -64,7 +64,7 @@ def test_a_collection_leaves_nothing_for_the_cycle_collector(failure: str | None
 
     def collect() -> None:
         try:
-            client.fetch_runs(deadline=time.monotonic() + 30)
+            fetch_runs(client, deadline=time.monotonic() + 30)
         except (HTTPStatusError, RequestTimeoutError):
             assert failure is not None
 

@@ -17,9 +17,9 @@ from exporter.collection.collector import NsmlCollector
 from exporter.errors import HTTPStatusError
 from exporter.nsml.client import NsmlClient
 from exporter.nsml.models import decode_page
-from exporter.nsml.paging import RunList, run_key
 from exporter.selfmetrics import ExporterMetrics
 from tests.conftest import FakeAdapter, api_run, load_fixture, make_settings
+from tests.fake_source import FakeSource, Runs
 
 KST = ZoneInfo("Asia/Seoul")
 FINISHED_FAMILIES = (
@@ -30,13 +30,13 @@ FINISHED_FAMILIES = (
 NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
 
 
-def run_list(runs: list[dict[str, Any]]) -> RunList:
+def run_list(runs: list[dict[str, Any]]) -> Runs:
     page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
-    return RunList({run_key(r): r for r in page["runList"]}, len(runs), 1)
+    return page["runList"]
 
 
 def registry_for(
-    fetch: Callable[[float], RunList],
+    fetch: Callable[[float], Runs] | NsmlClient,
     metrics: ExporterMetrics | None = None,
     wall_clock: Callable[[], float] = lambda: NOW,
     **settings: Any,
@@ -44,13 +44,14 @@ def registry_for(
     """A registry as the exporter builds it: the run-list collector, then the self-metrics."""
     metrics = metrics or ExporterMetrics()
     registry = CollectorRegistry()
-    registry.register(NsmlCollector(make_settings(**settings), fetch, metrics, wall_clock))
+    source = fetch if isinstance(fetch, NsmlClient) else FakeSource(fetch)
+    registry.register(NsmlCollector(make_settings(**settings), source, metrics, wall_clock))
     metrics.register(registry)
     return registry
 
 
-def scrape(runs: list[dict[str, Any]] | RunList, **settings: Any) -> CollectorRegistry:
-    result = runs if isinstance(runs, RunList) else run_list(runs)
+def scrape(runs: list[dict[str, Any]], **settings: Any) -> CollectorRegistry:
+    result = run_list(runs)
     return registry_for(lambda deadline: result, **settings)
 
 
@@ -290,7 +291,7 @@ def test_full_exposition_of_a_small_list() -> None:
 def test_a_failed_collection_serves_up_0_and_no_run_series() -> None:
     calls = iter([run_list([api_run("p1", "1", "RUN_STATE_IN_PROGRESS")])])
 
-    def fetch(deadline: float) -> RunList:
+    def fetch(deadline: float) -> Runs:
         for item in calls:
             return item
         raise HTTPStatusError("page 1: HTTP 503 Endpoint Error")
@@ -312,12 +313,12 @@ def test_a_failed_collection_serves_up_0_and_no_run_series() -> None:
 def test_registering_calls_no_api() -> None:
     calls = []
 
-    def fetch(deadline: float) -> RunList:
+    def fetch(deadline: float) -> Runs:
         calls.append(deadline)
         return run_list([])
 
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(NsmlCollector(make_settings(), fetch, ExporterMetrics()))
+    registry.register(NsmlCollector(make_settings(), FakeSource(fetch), ExporterMetrics()))
     assert calls == []
 
 
@@ -326,7 +327,7 @@ def test_concurrent_scrapes_share_one_collection() -> None:
     release = threading.Event()
     calls = 0
 
-    def fetch(deadline: float) -> RunList:
+    def fetch(deadline: float) -> Runs:
         nonlocal calls
         calls += 1
         started.set()
@@ -354,7 +355,7 @@ def test_concurrent_scrapes_share_one_collection() -> None:
 def test_cache_seconds_reuses_a_recent_collection() -> None:
     calls = 0
 
-    def fetch(deadline: float) -> RunList:
+    def fetch(deadline: float) -> Runs:
         nonlocal calls
         calls += 1
         return run_list([])
@@ -380,7 +381,7 @@ def test_request_counters_and_latency_histogram_follow_the_client() -> None:
         metrics.observe_request,
         adapter=FakeAdapter(lambda page, size: next(responses)),
     )
-    registry = registry_for(client.fetch_runs, metrics)
+    registry = registry_for(client, metrics)
     scraped = Scraped(registry)
     assert scraped.value("nsml_up") == 1
     assert scraped.value("nsml_api_requests_total", endpoint="runs", code="503") == 1
@@ -392,7 +393,7 @@ def test_last_success_stays_at_the_last_success_while_the_clock_moves_on() -> No
     clock = [NOW]
     outcomes = iter([False, True, False, False])
 
-    def fetch(deadline: float) -> RunList:
+    def fetch(deadline: float) -> Runs:
         if next(outcomes):
             return run_list([api_run("p1", "1")])
         raise HTTPStatusError("page 1: HTTP 503 Endpoint Error")
@@ -411,7 +412,7 @@ def test_last_success_stays_at_the_last_success_while_the_clock_moves_on() -> No
 def test_min_interval_serves_the_last_collection_to_scrapes_that_come_sooner() -> None:
     calls = 0
 
-    def fetch(deadline: float) -> RunList:
+    def fetch(deadline: float) -> Runs:
         nonlocal calls
         calls += 1
         return run_list([])
@@ -512,7 +513,7 @@ def test_active_statuses_decide_what_counts_as_finished() -> None:
 
 
 def test_a_failed_collection_serves_no_finished_run_families() -> None:
-    def fetch(deadline: float) -> RunList:
+    def fetch(deadline: float) -> Runs:
         raise HTTPStatusError("page 1: HTTP 503 Endpoint Error")
 
     scraped = Scraped(registry_for(fetch))
@@ -548,7 +549,7 @@ def test_a_failed_collection_serves_no_omitted_count() -> None:
     """Bug caught: `nsml_run_series_omitted` served from a failed collection (as 0, a value
     the exporter does not know)."""
 
-    def failing(deadline: float) -> RunList:
+    def failing(deadline: float) -> Runs:
         raise HTTPStatusError("page 1: HTTP 503", status=503)
 
     scraped = Scraped(registry_for(failing))

@@ -34,6 +34,8 @@ Key = tuple[str, str]
 class FakeApi:
     """The three detail endpoints, recorded; `fail` maps (endpoint, run name) to an error."""
 
+    page_size = 100
+
     def __init__(self, nodes: int = 2) -> None:
         self.calls: list[tuple[str, str]] = []
         self.fail: dict[tuple[str, str], Exception] = {}
@@ -167,7 +169,7 @@ def test_each_label_of_a_run_comes_from_its_own_field() -> None:
     from tests.test_collector import run_list
 
     listed = run_list([api_run("p1", "7", "RUN_STATE_IN_PROGRESS")])
-    series = [(run, 0.0, 0.0) for run in listed.runs.values()]
+    series = [(run, 0.0, 0.0) for run in listed]
     view = DetailsView(
         (ProjectInfo("p1", "name-p1", "CHANGING", 3),),
         {("p1", "7"): RunInfo("NVIDIA A100 80GB x8", "1308", "CUSTOM")},

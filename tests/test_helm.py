@@ -176,10 +176,12 @@ def test_every_setting_is_a_config_value_the_exporter_accepts(tmp_path: Path) ->
             settings = settings_from()
         if name == "full":
             assert settings.page_size == 500
+            assert (settings.collection_mode, settings.read_rate) == ("background", 5)
             assert settings.projects == ["vision-research", "llm-pretrain"]
             assert settings.known_statuses[-1] == "RUN_STATE_FAILED"
         else:
-            assert settings.page_size == 100
+            assert settings.page_size == 1000
+            assert settings.collection_mode == "auto"
             assert settings.log_format == "json"
         assert settings.secret_key is not None
         assert settings.secret_key.get_secret_value() == "s"
@@ -195,6 +197,8 @@ def test_every_setting_is_a_config_value_the_exporter_accepts(tmp_path: Path) ->
         {"config": {"details": "yes"}},
         {"config": {"detailRequests": -1}},
         {"config": {"nodesRefresh": 0}},
+        {"config": {"collectionMode": "lazy"}},
+        {"config": {"readRate": 0}},
         {"serviceMonitor": {"enabled": "yes"}},
         {"prometheusRule": {"longRunningSeconds": "1d"}},
         {"nsml": {"secretKey": 12345}},

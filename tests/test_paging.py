@@ -11,15 +11,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from exporter.errors import HTTPStatusError, InconsistentPagingError
-from exporter.nsml.models import RunPage, decode_page
-from exporter.nsml.paging import RunList, read_run_list
+from exporter.nsml.models import Run, RunPage, decode_page, to_timestamp
+from exporter.nsml.paging import RunKey, RunList, read_run_list, run_key
 from tests.conftest import api_run
 
 Handler = Callable[[int, int], tuple[int, Any]]
+UTC = ZoneInfo("UTC")
 
 
 def paged(runs: list[dict[str, Any]], first: int = 1, total: int | None = None) -> Handler:
@@ -55,14 +57,46 @@ class Pages:
         return decode_page(json.dumps(body).encode())
 
 
+def created(run: Run) -> float:
+    return to_timestamp(run["createTime"], UTC)
+
+
+class Read:
+    """A full read's result, with the runs it took (in the order taken)."""
+
+    def __init__(self) -> None:
+        self.taken: list[Run] = []
+        self.result: RunList | None = None
+
+    def take(self, run: Run) -> None:
+        self.taken.append(run)
+
+    @property
+    def runs(self) -> dict[RunKey, Run]:
+        return {run_key(run): run for run in self.taken}
+
+    @property
+    def total_count(self) -> int:
+        assert self.result is not None
+        return self.result.total_count
+
+
+def read(
+    pages: Callable[[int], RunPage], first_page: int = 1, page_size: int = 10, **kw: Any
+) -> Read:
+    got = Read()
+    got.result = read_run_list(
+        pages, first_page=first_page, page_size=page_size, take=got.take, created=created, **kw
+    )
+    return got
+
+
 def fetch(
     handler: Handler, page_size: int = 10, first_page: int = 1, concurrency: int = 1
-) -> tuple[RunList, Pages]:
+) -> tuple[Read, Pages]:
     pages = Pages(handler, page_size)
     with ThreadPoolExecutor(concurrency) as pool:
-        result = read_run_list(
-            pages, first_page=first_page, page_size=page_size, map_pages=pool.map
-        )
+        result = read(pages, first_page=first_page, page_size=page_size, map_pages=pool.map)
     return result, pages
 
 
@@ -166,7 +200,7 @@ def test_an_api_whose_total_keeps_growing_is_bounded() -> None:
 
     pages = Pages(handler, 10)
     with pytest.raises(InconsistentPagingError):
-        read_run_list(pages, first_page=1, page_size=10)
+        read(pages, first_page=1, page_size=10)
     # The bound is derived from the first totalCount (3 pages -> at most 8), not followed forever.
     assert len(pages.pages) <= 8
 

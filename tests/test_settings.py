@@ -15,7 +15,10 @@ def test_defaults_match_the_contract() -> None:
     settings = settings_from({"access_key": "a", "secret_key": "s"})
     assert settings.base_url == "https://nsml.apigw.ntruss.com/nsml/v1"
     assert (settings.listen_address, settings.port) == ("0.0.0.0", 9877)
-    assert (settings.page_size, settings.first_page, settings.concurrency) == (100, 1, 4)
+    # PAGE_SIZE was 100 until issue 21 (see CHANGELOG): a capping gateway is followed, a 400
+    # falls back to 100, so only the number of requests changes.
+    assert (settings.page_size, settings.first_page, settings.concurrency) == (1000, 1, 4)
+    assert (settings.collection_mode, settings.read_rate) == ("auto", 15)
     assert (settings.request_timeout, settings.collect_timeout, settings.retries) == (5, 9, 2)
     assert settings.cache_seconds == 0
     assert settings.timezone == "Asia/Seoul"

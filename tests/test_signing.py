@@ -6,7 +6,7 @@ import base64
 
 from exporter.nsml.client import NsmlClient
 from exporter.nsml.signing import signature, signed_headers
-from tests.conftest import ACCESS, SECRET, FakeAdapter, load_fixture, make_settings
+from tests.conftest import ACCESS, SECRET, FakeAdapter, fetch_runs, load_fixture, make_settings
 
 
 def test_signature_matches_the_reference_worked_example() -> None:
@@ -48,7 +48,7 @@ def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> N
     api = FakeAdapter(lambda page, size: (200, load_fixture("docs_example_page.json")))
     settings = make_settings(base_url="https://gw.example/nsml/v1", api_key="gw-key", page_size=50)
     client = NsmlClient(settings, adapter=api)
-    client.fetch_runs(deadline=1e18)
+    fetch_runs(client, deadline=1e18)
     request = api.calls[0]
     assert request.uri == "/nsml/v1/projects/runs?page=1&pageSize=50"
     stamp = request.headers["x-ncp-apigw-timestamp"]
@@ -74,5 +74,5 @@ def test_client_signs_the_uri_it_requests_including_base_path_and_api_key() -> N
 
 def test_no_api_key_header_when_none_is_set() -> None:
     api = FakeAdapter(lambda page, size: (200, load_fixture("docs_example_page.json")))
-    NsmlClient(make_settings(), adapter=api).fetch_runs(deadline=1e18)
+    fetch_runs(NsmlClient(make_settings(), adapter=api), deadline=1e18)
     assert "x-ncp-apigw-api-key" not in api.calls[0].headers

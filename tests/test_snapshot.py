@@ -11,7 +11,6 @@ import pytest
 
 from exporter.collection.snapshot import Histogram, Rules, Snapshot, summarize
 from exporter.nsml.models import decode_page
-from exporter.nsml.paging import RunList
 from tests.conftest import api_run
 
 UTC = ZoneInfo("UTC")
@@ -21,7 +20,6 @@ BOUNDS = (60.0, 300.0)
 
 def snapshot(runs: list[dict[str, Any]], now: float = 2e9, **rules: Any) -> Snapshot:
     page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
-    run_list = RunList({(r["projectId"], r["runName"]): r for r in page["runList"]}, len(runs), 1)
     values: dict[str, Any] = {
         "projects": frozenset(),
         "series_statuses": frozenset({IN_PROGRESS}),
@@ -32,7 +30,7 @@ def snapshot(runs: list[dict[str, Any]], now: float = 2e9, **rules: Any) -> Snap
     }
     values.update(rules)
     return summarize(
-        run_list, Rules(**values), [IN_PROGRESS, COMPLETED], duration=0.1, finished=now
+        page["runList"], Rules(**values), [IN_PROGRESS, COMPLETED], duration=0.1, finished=now
     )
 
 

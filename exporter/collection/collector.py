@@ -1,16 +1,16 @@
-"""The Prometheus side: one custom collector that reads the run list when scraped.
+"""The Prometheus side: one custom collector that serves the run list's view.
 
 Each scrape asks the `SharedCollection` for a snapshot (concurrent scrapes share the collection in
-flight). Families are built fresh from each snapshot, never module-level gauges, so a run that
-disappears from the API disappears from `/metrics` too, and a failed collection serves no run
-series at all. Every value comes from the snapshot (ages too are as of the collection's end), so
-scrapes served the same collection get the same bytes.
+flight); `History` reads the run list for it, on the scrape or in the background. Families are
+built fresh from each snapshot, never module-level gauges, so a run that disappears from the API
+disappears from `/metrics` too, and a failed collection serves no run series at all. Every value
+comes from the snapshot (ages too are as of the collection's end), so scrapes served the same
+collection get the same bytes.
 """
 
 from __future__ import annotations
 
 import logging
-import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,16 +19,17 @@ from dataclasses import replace
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .. import __version__
 from ..errors import CollectionError
 from ..nsml.models import Run
-from ..nsml.paging import RunList, run_key
+from ..nsml.paging import run_key
 from ..selfmetrics import ExporterMetrics
 from ..settings import Settings
 from .details import RunDetails
 from .details_families import details_families
+from .health_families import health_families
+from .history import History, ReadFailed, RunSource
 from .shared import SharedCollection
-from .snapshot import Rules, Snapshot, summarize
+from .snapshot import Rules, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,18 @@ class NsmlCollector(Collector):
     def __init__(
         self,
         settings: Settings,
-        fetch: Callable[[float], RunList],
+        source: RunSource,
         metrics: ExporterMetrics,
         wall_clock: Callable[[], float] = time.time,
         *,
         details: RunDetails | None = None,
-        details_in_background: bool = True,
+        once: bool = False,
     ) -> None:
         self._settings = settings
-        self._fetch = fetch
         self._metrics = metrics
         self._now = wall_clock
         self._details = details
-        self._details_in_background = details_in_background
+        self._details_in_background = not once  # --once reads them first: it has one chance
         self._rules = Rules(
             projects=frozenset(settings.projects),
             series_statuses=frozenset(settings.run_series_statuses),
@@ -67,6 +67,7 @@ class NsmlCollector(Collector):
             duration_buckets=tuple(settings.duration_buckets),
             finished_age_buckets=tuple(settings.finished_age_buckets),
         )
+        self.history = History(settings, source, self._rules, self._count, wall_clock, once=once)
         self._statuses: dict[str, None] = dict.fromkeys(settings.known_statuses)
         self._statuses_lock = threading.Lock()
         self._last_good: Snapshot | None = None  # written by the one collection in flight
@@ -81,43 +82,61 @@ class NsmlCollector(Collector):
     # -- collecting --------------------------------------------------------------------------
 
     def collect_once(self) -> Snapshot:
-        """Read the API now. Never raises: a failure is a `Snapshot` with `ok=False`."""
+        """The run list's view now. Never raises: a failure is a `Snapshot` with `ok=False`."""
         started = time.monotonic()
         try:
-            run_list = self._fetch(started + self._settings.collect_timeout)
+            got = self.history.collect()
+            if got.tally is None:
+                return replace(
+                    self._failure(started, "the first full read is under way"), warming=True
+                )
             with self._statuses_lock:
-                for run in run_list.runs.values():
-                    self._statuses.setdefault(run["status"])
+                for status in sorted(got.tally.statuses()):
+                    self._statuses.setdefault(status)
                 statuses = list(self._statuses)
-            snapshot = summarize(
-                run_list,
-                self._rules,
+            snapshot = got.tally.snapshot(
                 statuses,
                 duration=time.monotonic() - started,
                 finished=self._now(),
+                total_count=got.total_count,
             )
+        except ReadFailed as error:  # counted and logged by the background read
+            return self._failure(started, str(error))
         except CollectionError as error:
-            self._metrics.count_error(error.reason)
-            log.warning("collection failed (%s): %s", error.reason, error)
+            self._count(error)
             return self._failure(started, str(error))
         except Exception:
             self._metrics.count_error(CollectionError.reason)
             log.exception("collection failed (internal error)")
             return self._failure(started, "internal")
+        snapshot = replace(
+            snapshot,
+            mode=got.mode,
+            view_started=got.view_started,
+            full_read_seconds=got.full_read_seconds,
+            newest_first=got.newest_first,
+        )
         if self._details is not None:
             snapshot = self._with_details(snapshot, self._details)
         self._last_good = snapshot
         log.debug(
-            "collected %d runs (totalCount %d) in %.3fs",
-            len(run_list.runs),
-            run_list.total_count,
+            "collected %d runs (totalCount %d) in %.3fs, %s",
+            got.tally.runs,
+            got.total_count,
             snapshot.duration,
+            got.mode,
         )
         return snapshot
 
+    def _count(self, error: CollectionError) -> None:
+        """A failed read: counted by reason, one warning."""
+        self._metrics.count_error(error.reason)
+        log.warning("collection failed (%s): %s", error.reason, error)
+
     def _failure(self, started: float, error: str) -> Snapshot:
-        """A failed collection, carrying the last success's totalCount and time."""
+        """A failed collection, carrying the last success's totalCount, time and view."""
         last = self._last_good
+        view = self.history.view
         return Snapshot(
             False,
             time.monotonic() - started,
@@ -125,6 +144,10 @@ class NsmlCollector(Collector):
             error=error,
             total_count=None if last is None else last.total_count,
             last_success=0.0 if last is None else last.finished,
+            mode=self.history.mode,
+            view_started=0.0 if view is None else view.started,
+            full_read_seconds=0.0 if view is None else view.seconds,
+            newest_first=self.history.newest_first,
         )
 
     def _with_details(self, snapshot: Snapshot, details: RunDetails) -> Snapshot:
@@ -153,7 +176,8 @@ class NsmlCollector(Collector):
         renders them once per collection and format."""
         yield GaugeMetricFamily(
             "nsml_up",
-            "1 if the last collection read the whole NSML run list, else 0",
+            "1 if the view served is a complete read of the NSML run list (on this scrape, or in "
+            "the background when the history is too long for one) and the API answers, else 0",
             value=1 if snap.ok else 0,
         )
         if snap.ok:
@@ -165,32 +189,7 @@ class NsmlCollector(Collector):
                 "Runs eligible for per-run series but left out by MAX_RUN_SERIES",
                 value=snap.omitted,
             )
-        if snap.total_count is not None or describe:
-            yield GaugeMetricFamily(
-                "nsml_api_reported_runs",
-                "totalCount of the last successful collection",
-                value=snap.total_count or 0,
-            )
-        yield GaugeMetricFamily(
-            "nsml_scrape_duration_seconds", "Wall time of the last collection", value=snap.duration
-        )
-        yield GaugeMetricFamily(
-            "nsml_collect_timeout_seconds",
-            "COLLECT_TIMEOUT: the longest a collection may take",
-            value=self._settings.collect_timeout,
-        )
-        yield GaugeMetricFamily(
-            "nsml_last_success_timestamp_seconds",
-            "End of the last successful collection, Unix seconds (0 before the first)",
-            value=snap.last_success,
-        )
-        info = GaugeMetricFamily(
-            "nsml_exporter_build_info",
-            "nsml-exporter build information",
-            labels=["version", "python_version"],
-        )
-        info.add_metric([__version__, platform.python_version()], 1)
-        yield info
+        yield from health_families(snap, self._settings.collect_timeout, describe)
 
     def _run_families(self, snap: Snapshot) -> Iterator[Metric]:
         runs = GaugeMetricFamily("nsml_runs", "Runs in the NSML run list", labels=COUNT_LABELS)

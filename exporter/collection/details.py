@@ -91,7 +91,6 @@ class RunDetails:
         self._refresh_after = settings.nodes_refresh
         self._deadline = settings.collect_timeout
         self._first_page = settings.first_page
-        self._page_size = settings.page_size
         self._wanted = frozenset(settings.projects)
         self._lock = threading.Lock()
         self._info: dict[RunKey, RunInfo] = {}
@@ -175,7 +174,7 @@ class RunDetails:
             return got["projects"], got["totalCount"]
 
         try:
-            listed = read_list(page, first_page=self._first_page, page_size=self._page_size)
+            listed = read_list(page, first_page=self._first_page, page_size=self._api.page_size)
         except CollectionError as error:
             log.warning("details: the project list could not be read: %s", error)
             with self._lock:
@@ -235,7 +234,7 @@ class RunDetails:
             got = self._api.get_nodes(key[0], key[1], number, deadline)
             return got["nodes"], got["totalCount"]
 
-        nodes = read_list(page, first_page=self._first_page, page_size=self._page_size)
+        nodes = read_list(page, first_page=self._first_page, page_size=self._api.page_size)
         states = dict(Counter(node.get("state", "") for node in nodes))
         with self._lock:
             self._nodes[key] = (self._clock(), states)

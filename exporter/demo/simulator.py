@@ -6,7 +6,8 @@ within 5 minutes, API key when configured), pages 1-based (or 0-based when asked
 with the documented bodies, and serves a lively population: projects (one with a non-ASCII name),
 notebooks and trainings, several creators, statuses beyond the documented two, runs that start,
 run, and then complete, fail or are stopped as time passes. Times are naive `YYYY-MM-DD HH:MM:SS`
-in the simulator's zone (KST by default), newest run first.
+in the simulator's zone (KST by default). The list (`listing.py`) is newest first or in an
+arbitrary order, may cap `pageSize` as a gateway may, and changes under a reader.
 
 It gzips bodies for clients that accept it when asked to, and serves HTTPS given a certificate.
 `GET /_sim/stats` counts what it served (read-only). It takes no commands: the test suite's
@@ -15,7 +16,6 @@ fault injection lives under `tests/`. Run it alone with `python -m exporter.demo
 
 from __future__ import annotations
 
-import bisect
 import gzip
 import json
 import ssl
@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 from ..nsml.signing import gateway_check
 from . import resources
+from .listing import Listing
 from .population import SimRun
 
 BASE_PATH = "/nsml/v1"
@@ -66,6 +67,11 @@ class Simulator:
     clock_offset: float = 0.0
     #: gzip bodies for clients that accept it.
     gzip: bool = False
+    #: "newest" (newest first) or "arbitrary"; the most items a page holds, and whether a larger
+    #: pageSize is refused with 400 rather than capped silently.
+    order: str = "newest"
+    max_page_size: int | None = None
+    refuse_large_pages: bool = False
     #: "all", "runs" (run-list pages served), status codes, "connections", "gzip".
     requests: Counter[str] = field(default_factory=Counter)
     #: Signatures received (newest last), so tests can check none of them is ever logged.
@@ -75,29 +81,30 @@ class Simulator:
         self._lock = threading.Lock()
         self._fragments: dict[tuple[int, str], bytes] = {}
         self._tz = ZoneInfo(self.zone)
+        self.listing = Listing(order=self.order)
         self.set_runs(self.runs)
 
     def set_runs(self, runs: list[SimRun]) -> None:
-        ordered = sorted(runs, key=lambda r: r.created)
-        with self._lock:
-            self.runs = ordered
-            self._created = [r.created for r in ordered]
-            self._by_key = {(r.project_id, r.run_name): r for r in ordered}
+        self.runs = sorted(runs, key=lambda r: r.created)
+        self.listing.set(self.runs)
 
     def find(self, project_id: str, run_name: str, now: float) -> SimRun | None:
         """The run, if it exists at `now`."""
-        with self._lock:
-            run = self._by_key.get((project_id, run_name))
-        return run if run is not None and run.created <= now else None
+        return self.listing.find((project_id, run_name), now)
 
     def now(self) -> float:
         return time.time() + self.clock_offset
 
     def visible(self, now: float) -> list[SimRun]:
-        """Runs that exist at `now`, newest first (how NSML lists them)."""
-        with self._lock:
-            end = bisect.bisect_right(self._created, now)
-            return self.runs[end - 1 :: -1] if end else []
+        """Runs that exist at `now`, in list order."""
+        return self.listing.visible(now)
+
+    def page_size(self, asked: int) -> int | None:
+        """The items a page of `asked` holds; None when the gateway refuses it (400)."""
+        cap = self.max_page_size
+        if cap is None or asked <= cap:
+            return asked
+        return None if self.refuse_large_pages else cap
 
     def count(self, label: str) -> None:
         with self._lock:
@@ -140,10 +147,9 @@ class Simulator:
         its state does): the stand-in should cost next to nothing, so that benchmarks measure
         the exporter."""
         now = self.now()
-        runs = self.visible(now)
-        start = (page - self.first_page) * size
+        runs, total = self.listing.page(now, (page - self.first_page) * size, size)
         parts = []
-        for run in runs[start : start + size]:
+        for run in runs:
             status, _ = run.state(now)
             key = (id(run), status)
             fragment = self._fragments.get(key)
@@ -151,7 +157,7 @@ class Simulator:
                 fragment = json.dumps(self.render(run, now), ensure_ascii=False).encode()
                 self._fragments[key] = fragment
             parts.append(fragment)
-        return b'{"runList":[' + b",".join(parts) + b'],"totalCount":%d}' % len(runs)
+        return b'{"runList":[' + b",".join(parts) + b'],"totalCount":%d}' % total
 
 
 class SimulatorHandler(BaseHTTPRequestHandler):
@@ -232,13 +238,17 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if page < sim.first_page or size < 1:
             self._error(400, f"page must be >= {sim.first_page} and pageSize >= 1")
             return
+        served = sim.page_size(size)
+        if served is None:
+            self._error(400, f"pageSize must be <= {sim.max_page_size}")
+            return
         if sim.latency:
             time.sleep(sim.latency)
         if parts.path != RUNS_PATH:
-            self.answer_resource(parts.path.removeprefix(BASE_PATH), page, size)
+            self.answer_resource(parts.path.removeprefix(BASE_PATH), page, served)
             return
         sim.count("runs")
-        self.answer_page(page, size)
+        self.answer_page(page, served)
 
     def answer_resource(self, path: str, page: int, size: int) -> None:
         """The projects, a run's detail or its nodes."""

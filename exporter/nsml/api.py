@@ -121,7 +121,8 @@ class NsmlApi:
         self._access_key = settings.access_key
         self._secret_key = settings.secret_key
         self._api_key = settings.api_key
-        self._page_size = settings.page_size
+        #: Items per page asked of every paged endpoint (lowered if the API refuses it).
+        self.page_size = settings.page_size
         self._request_timeout = settings.request_timeout
         self._max_bytes = settings.max_response_bytes
         self._observe = observe or (lambda endpoint, code, seconds: None)
@@ -150,12 +151,12 @@ class NsmlApi:
 
     def get_page(self, page: int, deadline: float) -> RunPage:
         """Page `page` of the run list, asked once, before `deadline` (`time.monotonic()`)."""
-        uri = f"{self._base_path}/projects/runs?page={page}&pageSize={self._page_size}"
+        uri = f"{self._base_path}/projects/runs?page={page}&pageSize={self.page_size}"
         what = Endpoint("runs", f"page {page}", "a run-list page", decode_page)
         return self._get(uri, what, deadline)
 
     def get_projects(self, page: int, deadline: float) -> ProjectPage:
-        uri = f"{self._base_path}/projects?page={page}&pageSize={self._page_size}"
+        uri = f"{self._base_path}/projects?page={page}&pageSize={self.page_size}"
         what = Endpoint("projects", f"projects page {page}", "a project-list page", decode_projects)
         return self._get(uri, what, deadline)
 
@@ -166,7 +167,7 @@ class NsmlApi:
         return self._get(uri, Endpoint("run", what, "a run detail", decode_run_detail), deadline)
 
     def get_nodes(self, project_id: str, run_name: str, page: int, deadline: float) -> NodePage:
-        uri = f"{self._run_path(project_id, run_name)}/nodes?page={page}&pageSize={self._page_size}"
+        uri = f"{self._run_path(project_id, run_name)}/nodes?page={page}&pageSize={self.page_size}"
         what = f"nodes of run {run_name} of project {project_id}"
         return self._get(uri, Endpoint("nodes", what, "a node-list page", decode_nodes), deadline)
 

@@ -1,26 +1,75 @@
-"""The run list as one collection reads it: signed pages, retried, paged, fetched concurrently.
+"""The run list as the exporter reads it: signed pages, retried, paced, paged, fetched concurrently.
 
 `NsmlClient` only wires the parts: `NsmlApi.get_page` (one signed request), `with_retries`
-(within the collection's deadline), `read_run_list` (paging and its consistency rules), and a
-`ThreadPoolExecutor` of `CONCURRENCY` threads for the pages after the first.
+(within a deadline), `read_run_list` and `read_head` (paging and its consistency rules), a
+`ThreadPoolExecutor` of `CONCURRENCY` threads for the pages after the first, read in order with at
+most `CONCURRENCY` pages ahead, and a `Pace` that a background read waits on before each page.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
 from requests.adapters import BaseAdapter
 
+from ..errors import HTTPStatusError
 from ..settings import Settings
 from .api import NsmlApi, RequestObserver
 from .models import RunPage
-from .paging import RunList, read_run_list
+from .paging import Created, GetPage, RunKey, RunList, Take, read_head, read_run_list
 from .retry import with_retries
+
+log = logging.getLogger(__name__)
+
+#: The page size asked after an API refused a larger one with 400: the documented examples' own.
+FALLBACK_PAGE_SIZE = 100
+#: Most pages one read of the list's head reads: a burst of new runs beyond that waits for the
+#: next full read.
+HEAD_PAGES = 10
+
+
+class Pace:
+    """A token bucket: at most `rate` requests a second, in bursts of at most `burst`. `wait`
+    blocks until a request may go; `charge` takes a token without waiting (a scrape's head read
+    goes at once, and the background read after it waits the longer)."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def _take(self) -> float:
+        """Take a token; the seconds to wait before using it."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+            self._at = now
+            self._tokens -= 1
+            return max(0.0, -self._tokens / self._rate)
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        delay = self._take()
+        if delay > 0:
+            (stop or threading.Event()).wait(delay)
+
+    def charge(self, requests: int = 1) -> None:
+        for _ in range(requests):
+            self._take()
 
 
 class NsmlClient:
-    """Reads the whole run list. Thread-safe; one instance per exporter."""
+    """Reads the run list, whole or its head. Thread-safe; one instance per exporter."""
 
     def __init__(
         self,
@@ -31,15 +80,26 @@ class NsmlClient:
         self.api = NsmlApi(settings, observe, adapter)
         self._retries = settings.retries
         self._first_page = settings.first_page
-        self._page_size = settings.page_size
+        self._collect_timeout = settings.collect_timeout
+        self._window = settings.concurrency
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-page")
+        self._latency = 0.0
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.api.close()
 
-    def get_page(self, page: int, deadline: float) -> RunPage:
-        """One page, retried on 429/5xx/timeouts/connection errors within the deadline."""
+    @property
+    def latency(self) -> float:
+        """Mean seconds of the last read's page requests."""
+        return self._latency
+
+    def get_page(self, page: int, deadline: float | None = None) -> RunPage:
+        """One page, retried on 429/5xx/timeouts/connection errors within the deadline (None:
+        `COLLECT_TIMEOUT` from now, for this page alone)."""
+        if deadline is None:
+            deadline = time.monotonic() + self._collect_timeout
         return with_retries(
             partial(self.api.get_page, page, deadline),
             retries=self._retries,
@@ -47,11 +107,89 @@ class NsmlClient:
             what=f"page {page}",
         )
 
-    def fetch_runs(self, deadline: float) -> RunList:
-        """Read every page of the run list before `deadline` (a `time.monotonic()` value)."""
+    def read_runs(
+        self,
+        take: Take,
+        created: Created,
+        *,
+        deadline: float | None,
+        pace: Callable[[], None] = lambda: None,
+    ) -> RunList:
+        """Read every page of the run list, each distinct run handed to `take`. `deadline` (a
+        `time.monotonic()` value) bounds the whole read; None gives each page its own."""
+        timings: list[float] = []
+
+        def get(page: int) -> RunPage:
+            pace()
+            started = time.monotonic()
+            try:
+                return self.get_page(page, deadline)
+            finally:
+                timings.append(time.monotonic() - started)
+
+        try:
+            result = self._read(get, take, created)
+        except HTTPStatusError as error:
+            if error.status != 400 or self.api.page_size <= FALLBACK_PAGE_SIZE or timings[1:]:
+                raise
+            log.warning(
+                "the API refused pageSize=%d (%s); asking for %d from now on",
+                self.api.page_size,
+                error,
+                FALLBACK_PAGE_SIZE,
+            )
+            self.api.page_size = FALLBACK_PAGE_SIZE
+            result = self._read(get, take, created)
+        self._latency = sum(timings) / len(timings) if timings else 0.0
+        return result
+
+    def _read(self, get: GetPage, take: Take, created: Created) -> RunList:
         return read_run_list(
+            get,
+            first_page=self._first_page,
+            page_size=self.api.page_size,
+            take=take,
+            created=created,
+            map_pages=self._ordered,
+        )
+
+    def read_head(
+        self,
+        since: float,
+        known: Callable[[RunKey], bool],
+        take: Take,
+        created: Created,
+        *,
+        deadline: float,
+    ) -> tuple[int, int]:
+        """The runs created at or after `since` at the head of a newest-first list, but the
+        `known`: (pages read, totalCount)."""
+        return read_head(
             partial(self.get_page, deadline=deadline),
             first_page=self._first_page,
-            page_size=self._page_size,
-            map_pages=self._pool.map,
+            since=since,
+            known=known,
+            take=take,
+            created=created,
+            max_pages=HEAD_PAGES,
         )
+
+    def _ordered(self, get: GetPage, pages: Iterable[int]) -> Iterator[RunPage]:
+        """`map(get, pages)` on the pool, in order, with at most `CONCURRENCY` pages ahead of
+        the one being handed out (so a long list is never all in memory)."""
+        ahead: deque[Future[RunPage]] = deque()
+        numbers = iter(pages)
+        try:
+            for number in numbers:
+                ahead.append(self._pool.submit(get, number))
+                if len(ahead) >= self._window:
+                    break
+            while ahead:
+                page = ahead.popleft().result()
+                for number in numbers:
+                    ahead.append(self._pool.submit(get, number))
+                    break
+                yield page
+        finally:
+            for future in ahead:
+                future.cancel()

@@ -1,0 +1,76 @@
+"""The families that say how the run list was read: `nsml_up`, the view's age and mode, timings,
+totalCount and the build. Served for every collection, failed or not."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from .. import __version__
+from .history import MODES
+from .snapshot import Snapshot
+
+
+def health_families(snap: Snapshot, collect_timeout: float, describe: bool) -> Iterator[Metric]:
+    if snap.total_count is not None or describe:
+        yield GaugeMetricFamily(
+            "nsml_api_reported_runs",
+            "totalCount of the last successful collection",
+            value=snap.total_count or 0,
+        )
+    yield GaugeMetricFamily(
+        "nsml_scrape_duration_seconds", "Wall time of the last collection", value=snap.duration
+    )
+    yield GaugeMetricFamily(
+        "nsml_collect_timeout_seconds",
+        "COLLECT_TIMEOUT: the longest a collection on scrape may take",
+        value=collect_timeout,
+    )
+    yield GaugeMetricFamily(
+        "nsml_last_success_timestamp_seconds",
+        "End of the last successful collection, Unix seconds (0 before the first)",
+        value=snap.last_success,
+    )
+    mode = GaugeMetricFamily(
+        "nsml_collection_mode",
+        "1 for how the run list is read now: on each scrape (scrape), or in the background "
+        "because a full read does not fit COLLECT_TIMEOUT (background)",
+        labels=["mode"],
+    )
+    for name in MODES:
+        mode.add_metric([name], 1 if snap.mode == name else 0)
+    yield mode
+    yield GaugeMetricFamily(
+        "nsml_view_warming",
+        "1 while the first full read of the run list is under way (no view to serve yet)",
+        value=1 if snap.warming else 0,
+    )
+    if snap.view_started or describe:
+        yield GaugeMetricFamily(
+            "nsml_view_age_seconds",
+            "Seconds since the full read that the served counts rest on began: how far behind "
+            "they can be (runs created since are read from the list's head when it is newest "
+            "first)",
+            value=max(0.0, snap.finished - snap.view_started),
+        )
+        yield GaugeMetricFamily(
+            "nsml_full_read_duration_seconds",
+            "Wall time of the last complete full read of the run list",
+            value=snap.full_read_seconds,
+        )
+    if snap.newest_first is not None or describe:
+        yield GaugeMetricFamily(
+            "nsml_run_list_newest_first",
+            "1 if the last full read found the run list newest first (new runs are then read "
+            "from its head on each scrape), else 0",
+            value=1 if snap.newest_first else 0,
+        )
+    info = GaugeMetricFamily(
+        "nsml_exporter_build_info",
+        "nsml-exporter build information",
+        labels=["version", "python_version"],
+    )
+    info.add_metric([__version__, platform.python_version()], 1)
+    yield info
