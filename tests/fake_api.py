@@ -14,6 +14,7 @@ import json
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,9 @@ class FaultySimulator(Simulator):
     close_after: int = 0
     #: endpoint ("projects", "run", "nodes") -> the HTTP status it answers instead.
     resource_faults: dict[str, int] = field(default_factory=dict)
+    #: Called with the page number before each run-list page is served: a test changes the
+    #: list under the reader here (churn).
+    on_page: Callable[[int], None] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -132,6 +136,8 @@ class FaultyHandler(SimulatorHandler):
             self._error(status, "simulated failure")
 
     def answer_page(self, page: int, size: int) -> None:
+        if self.sim.on_page is not None:
+            self.sim.on_page(page)
         fault = self.sim.take_fault(page)
         if fault is None:
             super().answer_page(page, size)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,15 @@ import pytest
 
 from exporter.errors import HTTPStatusError, InconsistentPagingError
 from exporter.nsml.models import Run, RunPage, decode_page, to_timestamp
-from exporter.nsml.paging import RunKey, RunList, read_run_list, run_key
+from exporter.nsml.paging import (
+    RunKey,
+    RunList,
+    SeenRuns,
+    read_head,
+    read_list,
+    read_run_list,
+    run_key,
+)
 from tests.conftest import api_run
 
 Handler = Callable[[int, int], tuple[int, Any]]
@@ -289,3 +298,134 @@ def test_a_400_for_page_1_carries_no_first_page_hint() -> None:
     with pytest.raises(HTTPStatusError) as raised:
         fetch(handler, first_page=1)
     assert "FIRST_PAGE" not in str(raised.value)
+
+
+# -- the list's order, its head, and plainly paged lists -------------------------------------
+
+
+def timed_runs(count: int, project: str = "p1") -> list[dict[str, Any]]:
+    """`count` runs a minute apart, newest first."""
+    return [
+        api_run(project, str(n), created=f"2024-09-03 {10 + n // 60:02d}:{n % 60:02d}:00")
+        for n in range(count, 0, -1)
+    ]
+
+
+def test_a_newest_first_list_is_found_so_even_with_runs_created_while_it_is_read() -> None:
+    """Bug caught: the seam check reading a run pushed from the previous page (new runs at the
+    head) as disorder, so head reads never start on a busy list."""
+    base = timed_runs(30)
+    served: list[int] = []
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        served.append(page)
+        newer = [api_run("p1", f"new-{n}", created="2024-09-03 12:00:00") for n in range(3)]
+        return paged(base if len(served) == 1 else newer + base)(page, size)
+
+    result, _ = fetch(handler, page_size=10)
+    assert result.result is not None and result.result.newest_first
+
+
+@pytest.mark.parametrize(
+    ("order", "newest_first"),
+    [("newest", True), ("oldest", False), ("seam", False), ("shuffled", False)],
+)
+def test_the_order_is_checked_within_pages_and_at_their_seams(
+    order: str, newest_first: bool
+) -> None:
+    """Bug caught: the order assumed (or checked within pages only: two pages each sorted but
+    the second starting newer than the first ends)."""
+    runs = timed_runs(30)
+    if order == "oldest":
+        runs = runs[::-1]
+    elif order == "seam":
+        runs = runs[10:20] + runs[:10] + runs[20:]  # each page sorted, pages 1 and 2 swapped
+    elif order == "shuffled":
+        runs = runs[1::2] + runs[::2]
+    result, _ = fetch(paged(runs), page_size=10)
+    assert result.result is not None and result.result.newest_first is newest_first
+    assert len(result.runs) == 30
+
+
+def read_head_of(
+    runs: list[dict[str, Any]], since: str, known: set[tuple[str, str]], max_pages: int = 10
+) -> tuple[list[str], int, int, list[int]]:
+    """What `read_head` takes from `runs` (10 a page): names, pages read, total, pages asked."""
+    pages = Pages(paged(runs), 10)
+    taken: list[Run] = []
+    count, total = read_head(
+        pages,
+        first_page=1,
+        since=datetime.fromisoformat(since).replace(tzinfo=UTC).timestamp(),
+        known=known.__contains__,
+        take=taken.append,
+        created=created,
+        max_pages=max_pages,
+    )
+    return [run["runName"] for run in taken], count, total, pages.pages
+
+
+def test_the_head_is_read_down_to_the_views_newest_run() -> None:
+    """Bugs caught: stopping before the view's newest second (a run created in that second
+    after the read lost), or taking a run the view has (counted twice)."""
+    runs = timed_runs(40)  # run n created at 10:00 + n minutes; newest is "40"
+    # The view's newest run is "25" (10:25): "25" is known, "26".."40" are new.
+    names, count, total, asked = read_head_of(runs, "2024-09-03 10:25:00", {("p1", "25")})
+    assert names == [str(n) for n in range(40, 25, -1)]
+    assert (count, total, asked) == (2, 40, [1, 2])
+
+
+def test_a_run_created_in_the_views_newest_second_but_not_in_it_is_new() -> None:
+    runs = [*timed_runs(5), api_run("p1", "late", created="2024-09-03 10:05:00")]
+    runs = sorted(runs, key=lambda r: r["createTime"], reverse=True)
+    names, *_ = read_head_of(runs, "2024-09-03 10:05:00", {("p1", "5")})
+    assert names == ["late"]
+
+
+def test_a_head_read_is_bounded() -> None:
+    """Bug caught: a burst of new runs read page after page without end."""
+    names, count, _, asked = read_head_of(
+        timed_runs(200), "2024-09-03 09:00:00", set(), max_pages=3
+    )
+    assert (len(names), count, asked) == (30, 3, [1, 2, 3])
+
+
+@pytest.mark.parametrize(("cap", "items"), [(3, 6), (2, 84), (10, 25), (100, 7)])
+def test_a_plain_list_follows_a_capped_page_size(cap: int, items: int) -> None:
+    """Bug caught: a list cut at the first short page when the gateway serves fewer items than
+    asked (3 of 6 projects served as the whole list)."""
+    every = list(range(items))
+    asked: list[int] = []
+
+    def page(number: int) -> tuple[list[int], int]:
+        asked.append(number)
+        return every[(number - 1) * cap : number * cap], items
+
+    assert read_list(page, first_page=1, page_size=100) == every
+    assert len(asked) == max(1, -(-items // cap))
+
+
+def test_a_plain_list_with_a_lying_total_stops_at_the_short_page() -> None:
+    """Bug caught: a totalCount that overstates the list costing page after page."""
+    asked: list[int] = []
+
+    def page(number: int) -> tuple[list[int], int]:
+        asked.append(number)
+        return list(range(10))[(number - 1) * 4 : number * 4], 1000
+
+    assert read_list(page, first_page=1, page_size=4) == list(range(10))
+    assert asked == [1, 2, 3]
+
+
+def test_seen_runs_keep_names_that_only_look_alike_apart() -> None:
+    """Bug caught: "01" kept as the number 1, merging two runs into one."""
+    seen = SeenRuns()
+    assert [seen.add(("p1", name)) for name in ("1", "01", "1", "\uff11", "p-1")] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert len(seen) == 4
+    assert ("p1", "01") in seen and ("p2", "1") not in seen

@@ -110,3 +110,46 @@ def test_finished_age_is_now_minus_update_time() -> None:
     )
     (ages,) = snap.finished_ages.values()
     assert ages.cumulative(BOUNDS) == [("60.0", 0), ("300.0", 1), ("+Inf", 1)]
+
+
+def test_two_tallies_merged_are_the_tally_of_all_their_runs() -> None:
+    """Bugs caught: a histogram key of one side dropped, series not re-capped after the merge,
+    each project's newest run or the list's newest second taken from one side only."""
+    from exporter.collection.snapshot import Tally
+
+    raw = [
+        finished_run("1", "2024-09-03 10:00:00", "2024-09-03 10:00:30"),
+        finished_run("2", "2024-09-03 10:00:00", "2024-09-03 10:04:00", project="p2"),
+        api_run("p1", "3", IN_PROGRESS, created="2024-09-03 10:05:00"),
+        api_run("p2", "4", IN_PROGRESS, created="2024-09-03 10:06:00"),
+        api_run("p1", "5", IN_PROGRESS, created="2024-09-03 10:06:00"),
+        finished_run("6", "2024-09-03 09:00:00", "2024-09-03 11:00:00", project="p3"),
+    ]
+    runs = decode_page(json.dumps({"runList": raw, "totalCount": 6}).encode())["runList"]
+    rules = Rules(
+        projects=frozenset(),
+        series_statuses=frozenset({IN_PROGRESS}),
+        max_run_series=2,
+        zone=UTC,
+        duration_buckets=BOUNDS,
+        finished_age_buckets=BOUNDS,
+    )
+    whole, head, rest = Tally(rules, 2e9), Tally(rules, 2e9), Tally(rules, 2e9)
+    for run in runs:
+        whole.add(run)
+    # The head holds an older run of p2 than the rest does: the newest must still win.
+    for index, run in enumerate(runs):
+        (rest if index in (0, 3, 4) else head).add(run)
+    statuses = [IN_PROGRESS, COMPLETED]
+    one = whole.snapshot(statuses, duration=0, finished=2e9, total_count=6)
+    both = rest.merged(head).snapshot(statuses, duration=0, finished=2e9, total_count=6)
+    assert both.counts == one.counts
+    assert both.series == one.series and len(both.series) == 2 and both.omitted == 1
+    assert both.last_created == one.last_created
+    for mine, theirs in ((both.durations, one.durations), (both.finished_ages, one.finished_ages)):
+        assert {k: (h.counts, h.total) for k, h in mine.items()} == {
+            k: (h.counts, h.total) for k, h in theirs.items()
+        }
+    merged = rest.merged(head)
+    assert (merged.newest_created, merged.edge) == (whole.newest_created, whole.edge)
+    assert merged.edge == {("p2", "4"), ("p1", "5")}

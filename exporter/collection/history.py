@@ -21,6 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -222,6 +223,10 @@ class History:
                 except CollectionError as error:
                     self._failure = error
                     self._count_error(error)
+                except (CancelledError, RuntimeError):  # the pool closed: the exporter stops
+                    if self._closed.is_set():
+                        return
+                    raise
                 with self._lock:
                     self._done.set()
                     self._done = threading.Event()
