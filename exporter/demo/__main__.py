@@ -25,6 +25,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every page")
     parser.add_argument("--first-page", type=int, default=1, choices=(0, 1))
+    parser.add_argument("--order", choices=("newest", "arbitrary"), default="newest")
+    parser.add_argument(
+        "--max-page-size", type=int, help="serve at most this many items a page, as a gateway may"
+    )
+    parser.add_argument(
+        "--refuse-large-pages",
+        action="store_true",
+        help="answer 400 to a larger pageSize instead of capping it silently",
+    )
     parser.add_argument("--timezone", default="Asia/Seoul")
     parser.add_argument("--access-key", required=True)
     parser.add_argument("--secret-key", required=True)
@@ -49,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         zone=args.timezone,
         first_page=args.first_page,
         latency=args.latency,
+        order=args.order,
+        max_page_size=args.max_page_size,
+        refuse_large_pages=args.refuse_large_pages,
         gzip=args.gzip,
     )
     tls = None

@@ -9,9 +9,9 @@ run, and then complete, fail or are stopped as time passes. Times are naive `YYY
 in the simulator's zone (KST by default). The list (`listing.py`) is newest first or in an
 arbitrary order, may cap `pageSize` as a gateway may, and changes under a reader.
 
-It gzips bodies for clients that accept it when asked to, and serves HTTPS given a certificate.
-`GET /_sim/stats` counts what it served (read-only). It takes no commands: the test suite's
-fault injection lives under `tests/`. Run it alone with `python -m exporter.demo --help`.
+It gzips bodies when asked to, and serves HTTPS given a certificate. `GET /_sim/stats` counts
+what it served, the most requests it had in flight at once, and the runs listed now (read-only).
+It takes no commands: fault injection lives under `tests/`. Alone: `python -m exporter.demo`.
 """
 
 from __future__ import annotations
@@ -33,24 +33,12 @@ from zoneinfo import ZoneInfo
 
 from ..nsml.signing import gateway_check
 from . import resources
+from .gateway import error_body, served_page_size
 from .listing import Listing
 from .population import SimRun
 
 BASE_PATH = "/nsml/v1"
 RUNS_PATH = f"{BASE_PATH}/projects/runs"
-
-#: HTTP status -> (errorCode, message), as the NCP gateway documents them.
-ERRORS: dict[int, tuple[str | int, str]] = {
-    400: (100, "Bad Request Exception"),
-    401: ("200", "Authentication Failed"),
-    403: ("230", "Forbidden"),
-    404: (300, "Not Found Exception"),
-    413: (430, "Request Entity Too Large"),
-    429: ("420", "Rate Limited"),
-    500: (900, "Unexpected Error"),
-    503: (500, "Endpoint Error"),
-    504: (510, "Endpoint Timeout"),
-}
 
 
 @dataclass
@@ -89,26 +77,23 @@ class Simulator:
         self.listing.set(self.runs)
 
     def find(self, project_id: str, run_name: str, now: float) -> SimRun | None:
-        """The run, if it exists at `now`."""
         return self.listing.find((project_id, run_name), now)
 
     def now(self) -> float:
         return time.time() + self.clock_offset
 
     def visible(self, now: float) -> list[SimRun]:
-        """Runs that exist at `now`, in list order."""
         return self.listing.visible(now)
 
-    def page_size(self, asked: int) -> int | None:
-        """The items a page of `asked` holds; None when the gateway refuses it (400)."""
-        cap = self.max_page_size
-        if cap is None or asked <= cap:
-            return asked
-        return None if self.refuse_large_pages else cap
-
-    def count(self, label: str) -> None:
+    def count(self, label: str, by: int = 1) -> None:
         with self._lock:
-            self.requests[label] += 1
+            self.requests[label] += by
+            peak = max(self.requests["in_flight_max"], self.requests["in_flight"])
+            self.requests["in_flight_max"] = peak
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {**self.requests, "listed": self.listing.page(self.now(), 0, 0)[1]}
 
     def format_time(self, moment: float) -> str:
         return datetime.fromtimestamp(moment, self._tz).strftime("%Y-%m-%d %H:%M:%S")
@@ -208,27 +193,31 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client gave up on this page: nothing to tell
 
     def _error(self, status: int, details: str, extra: dict[str, str] | None = None) -> None:
-        code, message = ERRORS.get(status, (900, "Unexpected Error"))
-        body = {"error": {"errorCode": code, "message": message, "details": details}}
-        self._send(status, json.dumps(body).encode(), extra=extra)
+        self._send(status, error_body(status, details), extra=extra)
 
     def do_GET(self) -> None:
         sim = self.server.sim
         parts = urlsplit(self.path)
         if parts.path == "/_sim/stats":
-            with sim._lock:
-                self._send(200, json.dumps(dict(sim.requests)).encode())
+            self._send(200, json.dumps(sim.stats()).encode())
             return
         sim.count("all")
+        sim.count("in_flight")
+        try:
+            self._answer(sim, parts.path, parts.query)
+        finally:
+            sim.count("in_flight", -1)
+
+    def _answer(self, sim: Simulator, path: str, query_string: str) -> None:
         denied = sim.authenticate("GET", self.path, self.headers)
         if denied is not None:
             sim.count(str(denied[0]))
             self._error(*denied)
             return
-        if not parts.path.startswith(BASE_PATH + "/"):
-            self._error(404, f"no resource at {parts.path}")
+        if not path.startswith(BASE_PATH + "/"):
+            self._error(404, f"no resource at {path}")
             return
-        query = parse_qs(parts.query)
+        query = parse_qs(query_string)
         try:
             page = int(query.get("page", ["1"])[0])
             size = int(query.get("pageSize", ["10"])[0])
@@ -238,14 +227,14 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         if page < sim.first_page or size < 1:
             self._error(400, f"page must be >= {sim.first_page} and pageSize >= 1")
             return
-        served = sim.page_size(size)
+        served = served_page_size(size, sim.max_page_size, sim.refuse_large_pages)
         if served is None:
             self._error(400, f"pageSize must be <= {sim.max_page_size}")
             return
         if sim.latency:
             time.sleep(sim.latency)
-        if parts.path != RUNS_PATH:
-            self.answer_resource(parts.path.removeprefix(BASE_PATH), page, served)
+        if path != RUNS_PATH:
+            self.answer_resource(path.removeprefix(BASE_PATH), page, served)
             return
         sim.count("runs")
         self.answer_page(page, served)
