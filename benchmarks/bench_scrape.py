@@ -11,6 +11,8 @@ once.
     python benchmarks/bench_scrape.py                      # 10,000 runs, 50 ms per page
     python benchmarks/bench_scrape.py --scale              # plus the 1k / 10k / 100k table
     python benchmarks/bench_scrape.py --details            # plus DETAILS on against off
+    python benchmarks/bench_scrape.py --history            # long histories against main before
+                                                           # issue 21 (bench_history.py)
     python benchmarks/bench_scrape.py --runs 2000 --scrapes 5
 
 The network floor is latency x (1 + ceil((pages - 1) / CONCURRENCY)): the first page alone, then
@@ -138,7 +140,14 @@ class Simulator:
     ca: Path
 
     @classmethod
-    def start(cls, runs: int, latency: float, span_hours: float = 72) -> Simulator:
+    def start(
+        cls,
+        runs: int,
+        latency: float,
+        span_hours: float = 72,
+        extra: tuple[str, ...] = (),
+        new_per_minute: float = 0,
+    ) -> Simulator:
         ca, cert, key = make_certificate(Path(tempfile.mkdtemp(prefix="nsml-bench-")))
         proc = subprocess.Popen(
             [
@@ -150,7 +159,7 @@ class Simulator:
                 "--latency",
                 str(latency),
                 "--new-runs-per-minute",
-                "0",
+                str(new_per_minute),
                 "--span-hours",
                 str(span_hours),
                 "--access-key",
@@ -161,6 +170,7 @@ class Simulator:
                 str(cert),
                 "--tls-key",
                 str(key),
+                *extra,
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -465,8 +475,28 @@ def main() -> None:
     parser.add_argument(
         "--details", action="store_true", help="also DETAILS on against off: the fill, then steady"
     )
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="long histories (10k, 100k, 1M runs) against read-on-scrape: bench_history.py",
+    )
+    parser.add_argument(
+        "--baseline-rev",
+        default="3d165bc",
+        help="with --history: the read-on-scrape exporter to compare (main before issue 21)",
+    )
+    parser.add_argument(
+        "--sizes", default="10000,100000,1000000", help="with --history: run counts"
+    )
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args()
+    if args.history:
+        from bench_history import history
+
+        figures = history([int(n) for n in args.sizes.split(",")], args.baseline_rev)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return
     results: dict[str, object] = {"compare": compare(args.runs, args.latency, args.scrapes)}
     if args.details:
         results["details"] = details(args.runs, args.latency, args.scrapes)
