@@ -14,6 +14,9 @@ from typing import Any
 import bcrypt
 import pytest
 import yaml
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ExporterProcess, PrometheusRelease, start_exporter
@@ -47,9 +50,18 @@ def jobs_for(major: int) -> dict[str, dict[str, Any]]:
     return jobs
 
 
-def stored_name(name: str, job: str) -> str:
-    """The name Prometheus stores for `name` in `job`: the dots scheme escapes every `_`."""
-    return name.replace("_", "__") if job.endswith("-dots") else name
+SUFFIXES = ("_bucket", "_gcount", "_gsum", "_count", "_sum", "_total", "_created", "_info")
+
+
+def stored_name(name: str, job: str, families: frozenset[str] = frozenset()) -> str:
+    """The name Prometheus stores for `name` in `job`: the dots scheme escapes every `_` of the
+    family's name and keeps the sample's suffix (`nsml__run__duration__seconds_bucket`)."""
+    if not job.endswith("-dots"):
+        return name
+    for suffix in SUFFIXES:
+        if name.endswith(suffix) and name.removesuffix(suffix) in families:
+            return name.removesuffix(suffix).replace("_", "__") + suffix
+    return name.replace("_", "__")
 
 
 @dataclass
@@ -141,13 +153,15 @@ def test_every_scrape_mode_stores_the_contracts_names(modes: Modes) -> None:
         if sample.name.startswith("nsml_")
     }
     assert {"nsml_up", "nsml_runs", "nsml_run_age_seconds", "nsml_api_reported_runs"} <= served
+    openmetrics = modes.plain.get(headers={"Accept": "application/openmetrics-text"}).text
+    families = frozenset(f.name for f in openmetrics_families(openmetrics))
     for job in modes.jobs:
         stored = {
             r["metric"]["__name__"]
             for r in modes.prometheus.query(f'group by (__name__) ({{job="{job}"}})')
             if r["metric"]["__name__"].startswith("nsml_")
         }
-        assert stored == {stored_name(name, job) for name in served}, job
+        assert stored == {stored_name(name, job, families) for name in served}, job
         nsml_up = modes.prometheus.query(f'{stored_name("nsml_up", job)}{{job="{job}"}}')
         assert [r["value"][1] for r in nsml_up] == ["1"], job
         ages = modes.prometheus.query(f'{stored_name("nsml_run_age_seconds", job)}{{job="{job}"}}')

@@ -189,6 +189,45 @@ def test_every_escaping_names_samples_as_prometheus_stores_them(
     assert f"# TYPE {name} gauge" in body
 
 
+@pytest.mark.parametrize("family", ["OpenMetricsText1.0.0", "PrometheusText1.0.0"])
+def test_dots_escapes_the_family_name_and_keeps_each_suffix(family: str) -> None:
+    """Bug caught (issue 22, item 3): the whole sample name escaped under `dots`
+    (`nsml__run__duration__seconds__bucket`), which prometheus_client's own OpenMetrics parser
+    refuses ("Clashing name") and promtool lints as families without help."""
+    from prometheus_client import Counter, Histogram
+    from prometheus_client.metrics_core import GaugeHistogramMetricFamily
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    Histogram("nsml_api_request_duration_seconds", "d", registry=registry).observe(0.2)
+    Counter("nsml_api_requests", "d", ["endpoint"], registry=registry).labels("runs").inc()
+
+    class Finished:
+        def collect(self) -> list[GaugeHistogramMetricFamily]:
+            family = GaugeHistogramMetricFamily(
+                "nsml_run_duration_seconds", "d", labels=["run_type"]
+            )
+            family.add_metric(["TRAIN"], [("60.0", 1), ("+Inf", 2)], 90.0)
+            return [family]
+
+    registry.register(Finished())  # type: ignore[arg-type]
+    choice = negotiate(prometheus3_accept([family], "dots"))
+    assert choice is not None and choice.content_type.endswith("escaping=dots")
+    body = choice.encoder(registry).decode()
+    names = {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line[:1] != "#"}
+    assert {
+        "nsml__api__request__duration__seconds_bucket",
+        "nsml__api__request__duration__seconds_count",
+        "nsml__api__requests_total",
+        "nsml__run__duration__seconds_bucket",
+    } <= names
+    assert 'endpoint="runs"' in body and "run__type" in body
+    if family.startswith("OpenMetrics"):
+        parsed = {f.name: f.type for f in text_string_to_metric_families(body)}
+        assert parsed["nsml__run__duration__seconds"] == "gaugehistogram"
+        assert parsed["nsml__api__requests"] == "counter"
+
+
 @pytest.mark.parametrize(
     ("accept_encoding", "gzip"),
     [

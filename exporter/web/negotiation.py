@@ -9,17 +9,21 @@ OpenMetrics 0.0.1 with text and knows no `q=0`, so the choice is made here.
 
 Escaping (Prometheus 3's `escaping=` parameter, on the 1.0.0 formats only): `allow-utf-8`,
 `underscores`, `dots` or `values`; absent or unknown means `underscores`, as the Prometheus
-libraries do. The `Content-Type` answered always names the escaping actually applied.
+libraries do. The `Content-Type` answered always names the escaping actually applied. Under
+`dots` the family's name is escaped and the sample's suffix appended as it is
+(`nsml__run__duration__seconds_bucket`), as prometheus/common does: prometheus_client escapes
+the whole sample name, which its own OpenMetrics parser then refuses.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
 from prometheus_client import exposition as text
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
@@ -107,9 +111,42 @@ class Choice:
 
     @property
     def encoder(self) -> Callable[[Collector], bytes]:
+        # Names are escaped here under `dots`; legacy names pass `underscores` unchanged.
+        escaping = DEFAULT_ESCAPING if self.escaping == "dots" else self.escaping
         if self.format.media_type == "text/plain":
-            return partial(text.generate_latest, escaping=self.escaping)
-        return partial(openmetrics.generate_latest, escaping=self.escaping, version="1.0.0")
+            encode = partial(text.generate_latest, escaping=escaping)
+        else:
+            encode = partial(openmetrics.generate_latest, escaping=escaping, version="1.0.0")
+        if self.escaping == "dots":
+            return lambda registry: encode(DotsEscaped(registry))
+        return encode
+
+
+def _dots(name: str) -> str:
+    """A legacy name under `dots` (every name here is one: no `.`, nothing else to escape)."""
+    return name.replace("_", "__")
+
+
+class DotsEscaped(Collector):
+    """`registry`'s families with family and label names escaped under `dots`, each sample's
+    suffix (`_bucket`, `_total`, `_gcount`, ...) kept as it is."""
+
+    def __init__(self, registry: Collector) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():
+            name = _dots(family.name)
+            escaped = Metric(name, family.documentation, family.type)
+            escaped.unit = family.unit
+            escaped.samples = [
+                sample._replace(
+                    name=name + sample.name[len(family.name) :],
+                    labels={_dots(key): value for key, value in sample.labels.items()},
+                )
+                for sample in family.samples
+            ]
+            yield escaped
 
 
 #: What `Accept: */*` (or none) gets.
