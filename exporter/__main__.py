@@ -144,11 +144,24 @@ def _serve(settings: Settings, exposition: Exposition, web: WebConfig) -> int:
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():  # a second SIGTERM or SIGINT: stop waiting for answers in flight
+            log.warning("received %s again: not waiting for answers in flight", name)
+            server.hurry.set()
+            return
+        log.info("received %s, shutting down", name)
         stop.set()
+
+    def _on_ignored(signum: int, frame: FrameType | None) -> None:
+        log.info(
+            "received %s: ignored (nothing to reload; SIGTERM stops)", signal.Signals(signum).name
+        )
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    # By default these end the process at once, mid-scrape, with nothing logged.
+    for ignored in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(ignored, _on_ignored)
     # What is allocated so far lives as long as the process: keep the cyclic GC off it.
     gc.collect()
     gc.freeze()

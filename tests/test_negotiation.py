@@ -159,6 +159,7 @@ def test_parameters_are_read_as_rfc_9110_writes_them() -> None:
     assert [(e.value, e.params, e.q) for e in elements] == [
         ("a/b", {"x": 'q,"z'}, 0.5),  # a comma inside quotes does not split the header
         ("c/d", {"y": "1"}, 1.0),
+        ("bad", {}, 1.0),  # RFC 9110 5.6.6: `;` with no parameter is allowed (issue 22, 12)
     ]
 
 

@@ -90,20 +90,20 @@ def basic(user: bytes, password: bytes, scheme: bytes = b"Basic") -> bytes:
 @pytest.mark.parametrize(
     ("request_bytes", "status"),
     [
-        (b"GET /metrics HTTP/1.1\r\nAccept: text/plain; version=x\r\n\r\n", 406),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain; version=x\r\n\r\n", 406),
         (
-            b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=abc\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=abc\r\n\r\n",
             406,
         ),
         (
-            b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=9.9\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=9.9\r\n\r\n",
             406,
         ),
         (b"GET /\r\n\r\n", 200),  # HTTP/0.9: answered with a status line all the same
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),  # TLS to the plain port
         (b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431),
         (b"GET /metrics HTTP/1.1\r\n" + b"X: y\r\n" * 150 + b"\r\n", 431),
-        (b"BREW /metrics HTTP/1.1\r\n\r\n", 501),
+        (b"BREW /metrics HTTP/1.1\r\nHost: x\r\n\r\n", 501),
     ],
 )
 def test_every_request_gets_a_status_line_and_serving_goes_on(
@@ -132,13 +132,15 @@ def test_bad_credentials_get_401_never_a_dropped_connection(
         b"Basic !!!!",
         b"Bearer abc",
     ):
-        answer = raw(exporter, b"GET /metrics HTTP/1.1\r\nAuthorization: " + header + b"\r\n\r\n")
+        answer = raw(
+            exporter, b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: " + header + b"\r\n\r\n"
+        )
         assert status_lines(answer)[0].startswith("HTTP/1.1 401"), (header, answer[:100])
     # The scheme is case-insensitive (RFC 7617).
     for scheme in (b"basic", b"BASIC", b"Basic"):
         answer = raw(
             exporter,
-            b"GET /metrics HTTP/1.1\r\nConnection: close\r\nAuthorization: "
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: "
             + basic(b"prom", PASSWORD.encode(), scheme)
             + b"\r\n\r\n",
         )

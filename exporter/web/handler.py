@@ -4,13 +4,17 @@ Framing as RFC 9112 asks of a server that takes no bodies: a request with a body
 `Content-Length` or any `Transfer-Encoding` gets 400 and the connection closed (nothing behind it
 is read as a request); a header field line that is no `name: value` (whitespace before the colon,
 no colon, an obsolete folded line) gets 400; empty lines before a request line are skipped; no
-`100 Continue` is sent. `/healthz` never needs credentials.
+`100 Continue` is sent. `/healthz` never needs credentials. The header block may hold at most
+`MAX_HEADER_BYTES` (431 past that, read no further); one that ends before its blank line (the
+client hung up, or `HEADER_TIMEOUT` cut it) is no request and costs nothing. HTTP/1.1 needs one
+valid `Host`; `Host` and `Authorization` may come once; `Connection` is read as a list.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -39,8 +43,51 @@ NOT_ACCEPTABLE = (
 ).encode()
 
 
-#: Empty lines skipped before a request line (RFC 9112 section 2.2).
+#: Empty lines skipped before a request line (RFC 9112 section 2.2); more is no request.
 MAX_EMPTY_LINES = 4
+#: The most bytes of header field lines one request may send: Prometheus sends about 300, a
+#: browser a few KiB (Go's servers allow 1 MiB; nothing here needs that).
+MAX_HEADER_BYTES = 16 * 1024
+#: Header fields that may come once (RFC 9110: a second one is an error, not a list).
+SINGLETONS = ("Host", "Authorization", "Content-Length")
+#: uri-host [ ":" port ] (RFC 9110 section 7.2): a reg-name, IPv4 or a bracketed IPv6 literal.
+HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]*)?")
+
+
+class HeaderReader:
+    """The connection's reader, counting one request's header bytes from `start()` on: past
+    `limit` it reads no further and ends the header block, and it remembers whether the block
+    ended with its blank line or with the connection."""
+
+    def __init__(self, raw: Any, limit: int) -> None:
+        self._raw = raw
+        self._limit = limit
+        self.counted = -1  # not counting: the request line is read as it is
+        self.over = False
+        self.last = b"\r\n"
+
+    def start(self) -> None:
+        self.counted, self.over, self.last = 0, False, b"\r\n"
+
+    def readline(self, size: int = -1) -> bytes:
+        if self.counted < 0:
+            line: bytes = self._raw.readline(size)
+            return line
+        if self.over:
+            return b"\r\n"
+        line = self._raw.readline(size)
+        self.last = line
+        self.counted += len(line)
+        if self.counted > self._limit:
+            self.over = True
+            return b"\r\n"
+        return line
+
+    def stop(self) -> None:
+        self.counted = -1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class Served(Protocol):
@@ -76,8 +123,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
+    def setup(self) -> None:
+        super().setup()
+        self.reader = HeaderReader(self.rfile, MAX_HEADER_BYTES)
+        self.rfile = self.reader  # type: ignore[assignment]  # a reader that counts
+
     def handle_one_request(self) -> None:
         self.server.watch(self.connection, self.server.header_timeout, idle=True)
+        self.reader.stop()
         try:
             super().handle_one_request()
         finally:
@@ -90,19 +143,54 @@ class Handler(BaseHTTPRequestHandler):
             if self.raw_requestline not in (b"\r\n", b"\n"):
                 break
             self.raw_requestline = self.rfile.readline(65537)
-        if not super().parse_request():
+        if not self.raw_requestline.strip():
+            self.command, self.requestline = "", ""  # what send_error reads
+            self.request_version = self.default_request_version
+            self.send_error(400, "no request line")
             return False
-        headers = self.headers
-        lengths = headers.get_all("Content-Length") or []
-        if headers.defects or any("\n" in value for value in headers.values()):
-            self.send_error(400, "malformed header field")
+        self.reader.start()
+        parsed = super().parse_request()
+        self.reader.stop()
+        if self.reader.last == b"":
+            # The connection ended inside the header block: no request to answer.
+            self.close_connection = True
             return False
-        if headers.get_all("Transfer-Encoding") or len(lengths) > 1 or lengths not in ([], ["0"]):
-            self.send_error(400, "a request here has no body")
+        if self.reader.over:
+            self.send_error(431, f"header fields over {MAX_HEADER_BYTES} bytes")
             return False
+        if not parsed:
+            return False
+        problem = self._header_problem()
+        if problem:
+            self.send_error(400, problem)
+            return False
+        if "close" in self._tokens("Connection"):
+            self.close_connection = True
         what = f"{self.client_address[0]} {self.command} {self.path[:100]!r}"
         self.server.watch(self.connection, self.server.response_timeout, what=what)
         return True
+
+    def _header_problem(self) -> str:
+        """What makes the header fields unacceptable (RFC 9110, 9112), or nothing."""
+        headers = self.headers
+        if headers.defects or any("\n" in v or "\0" in v for v in headers.values()):
+            return "malformed header field"
+        for name in SINGLETONS:
+            if len(headers.get_all(name) or []) > 1:
+                return f"more than one {name}"
+        lengths = headers.get_all("Content-Length") or []
+        if headers.get_all("Transfer-Encoding") or lengths not in ([], ["0"]):
+            return "a request here has no body"
+        host = headers.get("Host")
+        if host is None and self.request_version == "HTTP/1.1":
+            return "HTTP/1.1 needs a Host"
+        if host is not None and not HOST.fullmatch(host.strip()):
+            return "invalid Host"
+        return ""
+
+    def _tokens(self, name: str) -> set[str]:
+        """A list-valued header's elements, lower case (`keep-alive, close`)."""
+        return {t.strip().lower() for v in self.headers.get_all(name) or [] for t in v.split(",")}
 
     def handle_expect_100(self) -> bool:
         return True  # no "100 Continue": a body is refused, a request without one is answered

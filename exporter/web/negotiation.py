@@ -33,8 +33,12 @@ DEFAULT_ESCAPING = "underscores"
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
 _VALUE = re.compile(rf"\s*({_TCHARS}(?:/{_TCHARS})?)")
-_PARAM = re.compile(rf"\s*;\s*({_TCHARS})\s*=\s*({_TCHARS}|{_QUOTED})")
-_NEXT = re.compile(rf"\s*(?:,|$)|(?:{_QUOTED}|[^,\"])*(?:,|$)")
+# RFC 9110 section 5.6.6: parameters = *( OWS ";" OWS [ parameter ] ): a `;` may stand alone.
+_PARAM = re.compile(rf"\s*;\s*(?:({_TCHARS})\s*=\s*({_TCHARS}|{_QUOTED}))?")
+# The rest of an element; past an unbalanced quote, the rest of the header.
+_NEXT = re.compile(rf"\s*(?:,|$)|(?:{_QUOTED}|[^,\"])*(?:,|$)|.*", re.DOTALL)
+#: Elements read of one header: Prometheus sends five; more is no client's need.
+MAX_ELEMENTS = 64
 _WEIGHT = re.compile(r"(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)")
 
 
@@ -49,11 +53,14 @@ class Element:
 
 
 def parse_elements(header: str) -> list[Element]:
-    """The well-formed elements of an `Accept` or `Accept-Encoding` header; a malformed one
-    (no value, a parameter without `=`, a weight that is no weight) is passed over."""
+    """The well-formed elements among the first `MAX_ELEMENTS` of an `Accept` or
+    `Accept-Encoding` header; a malformed one (no value, a parameter without `=`, a weight that
+    is no weight, an unbalanced quote: then the rest of the header) is passed over."""
     elements: list[Element] = []
     pos = 0
-    while pos < len(header):
+    for _ in range(MAX_ELEMENTS):
+        if pos >= len(header):
+            break
         start = pos
         value = _VALUE.match(header, pos)
         params: dict[str, str] = {}
@@ -61,13 +68,15 @@ def parse_elements(header: str) -> list[Element]:
         if value is not None:
             pos = value.end()
             while param := _PARAM.match(header, pos):
+                pos = param.end()
+                if param[1] is None:
+                    continue  # an empty parameter
                 name, raw = param[1].lower(), param[2]
                 if raw.startswith('"'):
                     raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
                 params.setdefault(name, raw)
-                pos = param.end()
         tail = _NEXT.match(header, pos)
-        assert tail is not None  # the second branch matches anything up to a comma or the end
+        assert tail is not None  # the last branch matches anything
         good = good and tail.group().strip() in ("", ",")
         pos = max(tail.end(), start + 1)
         if not good or value is None:

@@ -75,6 +75,7 @@ class ExporterServer(ThreadingHTTPServer):
         self.header_timeout = header_timeout
         self.response_timeout = collect_timeout + answer_timeout
         self.stopping = threading.Event()
+        self.hurry = threading.Event()  # stop waiting for answers in flight
         self._max_connections = max_connections
         self._active = 0
         self._lock = threading.Condition()
@@ -169,8 +170,16 @@ class ExporterServer(ThreadingHTTPServer):
         self.shutdown()
         self._answer_backlog()
         self.server_close()
+        ends = time.monotonic() + grace
         with self._lock:
-            self._lock.wait_for(lambda: all(w.idle for w in self._watched.values()), grace)
+            # In slices: a second signal (`hurry`) ends the wait.
+            while not self.hurry.is_set() and time.monotonic() < ends:
+                done = self._lock.wait_for(
+                    lambda: all(w.idle for w in self._watched.values()),
+                    min(0.1, max(0.0, ends - time.monotonic())),
+                )
+                if done:
+                    break
             return sorted(w.what for w in self._watched.values() if not w.idle)
 
     def _answer_backlog(self, budget: float = 2.0) -> None:
