@@ -4,6 +4,7 @@ HTTP: the demo's projects, GPU servers and nodes, no secret anywhere, `nsml_up` 
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -405,3 +406,93 @@ def test_details_off_reads_no_detail_and_serves_no_detail_family() -> None:
     ):
         assert name not in found
     assert {s.labels["endpoint"] for s in found["nsml_api_requests"]} == {"runs"}
+
+
+# -- issue 22: starved budgets, capped pages, oversized node lists ----------------------------
+
+
+def test_runs_that_keep_failing_back_off_so_younger_runs_get_their_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bug caught (issue 22, item 2): the 30 oldest runs failing every time spend the whole
+    DETAIL_REQUESTS budget, so 101 runs stay pending for ever."""
+    api, clock = FakeApi(), Clock()
+    names = [str(n) for n in range(101)]  # oldest first
+    for name in names[:30]:
+        api.fail["run", name] = HTTPStatusError("HTTP 500", status=500)
+    runs = details(api, clock, detail_requests=50)
+    pending = []
+    with caplog.at_level(logging.WARNING):
+        for _ in range(10):
+            runs.refresh(keys(*names))
+            pending.append(runs.view(keys(*names)).pending)
+            clock.now += 15  # a scrape interval
+    assert pending[-1] == 30  # only the failing runs
+    assert pending == sorted(pending, reverse=True)
+    named = [r.getMessage() for r in caplog.records if "keep failing" in r.getMessage()]
+    # Each failing run named once, in the line of the refresh where it failed a third time.
+    assert sum(int(line.split("details: ")[1].split(" ")[0]) for line in named) == 30
+    # A failing run is asked again after its back-off (30 s, then 60 s): at 0, 30 and 90 s of
+    # these 150, not at every refresh (10).
+    assert api.of("run").count("0") == 3
+
+
+def test_a_run_gone_404_is_asked_again_only_once_the_run_list_shows_it_changed() -> None:
+    """Bug caught (issue 22, item 2): a 404 forgotten at once, so the gone run is asked again
+    on every refresh and spends the budget."""
+    api = FakeApi()
+    api.fail["run", "9"] = HTTPStatusError("HTTP 404", status=404)
+    runs = details(api)
+    versions = {("p1", "9"): ("RUN_STATE_IN_PROGRESS", 1.0)}
+    for _ in range(3):
+        runs.refresh(keys("9"), versions)
+    assert api.of("run") == ["9"]
+    runs.refresh(keys("9"), {("p1", "9"): ("RUN_STATE_COMPLETED", 2.0)})
+    assert api.of("run") == ["9", "9"]
+
+
+def test_projects_and_node_lists_follow_a_gateway_that_caps_pages() -> None:
+    """Bug caught (issue 22, item 1): a list cut at the first page shorter than PAGE_SIZE, so 2
+    of 5 projects were served, and 2 of a run's 4 nodes, with nsml_up 1."""
+    from exporter.demo.resources import EMPTY_PROJECT, hardware
+    from exporter.nsml.api import NsmlApi
+    from tests.conftest import ACCESS, SECRET
+    from tests.fake_api import FaultyServer, FaultySimulator
+    from tests.test_history import frozen_runs
+
+    sim = FaultySimulator(ACCESS, SECRET, max_page_size=2)
+    sim.set_runs(frozen_runs(40, time.time() - 1000))
+    server = FaultyServer(sim).start()
+    try:
+        api = NsmlApi(make_settings(base_url=server.base_url, page_size=1000))
+        big = next(
+            r for r in sim.runs if r.run_type == "TRAIN" and hardware(r)[1] == 4
+        )  # a training on four nodes
+        runs = RunDetails(api, make_settings(detail_requests=50, concurrency=1))
+        key = (big.project_id, big.run_name)
+        runs.refresh([key])
+        view = runs.view([key])
+        assert view.projects is not None and len(view.projects) == 5
+        assert EMPTY_PROJECT[0] in {p.project_id for p in view.projects}
+        assert sum(view.nodes[key].values()) == 4
+        api.close()
+    finally:
+        server.stop()
+
+
+def test_a_node_list_that_ignores_page_size_is_refused_not_held() -> None:
+    """Bug caught (issue 22, item 5): a node list of 100,000 nodes (8 MB, under
+    MAX_RESPONSE_BYTES) decoded whole; the details' endpoints now stop at 1 MiB."""
+    from exporter.errors import InvalidResponseError
+    from exporter.nsml.api import DETAIL_MAX_BYTES, NsmlApi
+    from tests.conftest import FakeAdapter
+
+    node = {"nodeId": "n" * 40, "state": "RUNNING", "resourceType": "NVIDIA A100 80GB x8"}
+    body = json.dumps({"nodes": [node] * 100_000, "totalCount": 100_000}).encode()
+    assert DETAIL_MAX_BYTES < len(body) < make_settings().max_response_bytes
+    api = NsmlApi(make_settings(), adapter=FakeAdapter(lambda page, size: (200, body)))
+    with pytest.raises(InvalidResponseError, match="over the details' limit"):
+        api.get_nodes("p1", "1", 1, time.monotonic() + 10)
+    small = json.dumps({"nodes": [node] * 1000, "totalCount": 1000}).encode()
+    api = NsmlApi(make_settings(), adapter=FakeAdapter(lambda page, size: (200, small)))
+    assert len(api.get_nodes("p1", "1", 1, time.monotonic() + 10)["nodes"]) == 1000

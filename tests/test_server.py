@@ -92,11 +92,13 @@ def basic(user: bytes, password: bytes, scheme: bytes = b"Basic") -> bytes:
     [
         (b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain; version=x\r\n\r\n", 406),
         (
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=abc\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+            b"Accept: application/openmetrics-text; version=abc\r\n\r\n",
             406,
         ),
         (
-            b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text; version=9.9\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+            b"Accept: application/openmetrics-text; version=9.9\r\n\r\n",
             406,
         ),
         (b"GET /\r\n\r\n", 200),  # HTTP/0.9: answered with a status line all the same

@@ -154,11 +154,13 @@ class NsmlCollector(Collector):
         """The snapshot with the details of its runs with series, as known now; the reads they
         still need are made after it (or first, for `--once`)."""
         series = [run_key(run) for run, _, _ in snapshot.series]
+        # A run gone (404) is asked again once the run list shows it changed.
+        versions = {run_key(run): (run["status"], updated) for run, _, updated in snapshot.series}
         if self._details_in_background:
             view = details.view(series)
-            details.refresh_in_background(series)
+            details.refresh_in_background(series, versions)
         else:
-            details.refresh(series)
+            details.refresh(series, versions)
             view = details.view(series)
         return replace(snapshot, details=view)
 

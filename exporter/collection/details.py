@@ -9,7 +9,10 @@ what a refresh reads shows from the next collection on.
 
 A failure here never fails the collection: the project families are absent until the list is
 read again, a run stays pending, the request is counted by endpoint and the refresh logs one
-warning. A 404 for a run means it is gone: it is dropped quietly. Only `engFullName`,
+warning. A run whose reads keep failing is asked again only after a back-off (30 s, doubling to
+10 minutes), so it cannot spend the budget of younger runs; the runs that fail three times in a
+row are named once in the log. A 404 means the run is gone: it is dropped quietly and not asked
+again until the run list shows it changed (its status or updateTime). Only `engFullName`,
 `gpuSvrCode` and `imageType` of a detail are decoded; its body is never logged.
 """
 
@@ -19,7 +22,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,6 +33,11 @@ from ..nsml.paging import RunKey, read_list
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Seconds before a run whose read failed is asked again: doubled each time, up to the cap.
+RETRY_BASE, RETRY_CAP = 30.0, 600.0
+#: Failures in a row after which a run is named in the log (once).
+FAILING_AFTER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,11 @@ class RunDetails:
         self._info: dict[RunKey, RunInfo] = {}
         self._nodes: dict[RunKey, tuple[float, dict[str, int]]] = {}
         self._projects: tuple[ProjectInfo, ...] | None = None
+        #: (read, run) -> failures in a row, and when it may be asked again
+        self._failing: dict[tuple[str, RunKey], tuple[int, float]] = {}
+        self._gone: dict[RunKey, object] = {}  # runs answered 404: their version then
+        self._named: set[RunKey] = set()  # runs named in the log as failing
+        self._version_of: Mapping[RunKey, object] = {}  # the refresh's versions of its runs
         self._running: threading.Thread | None = None
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-details")
@@ -114,41 +127,62 @@ class RunDetails:
                 del self._info[gone]
             for gone in [key for key in self._nodes if key not in wanted]:
                 del self._nodes[gone]
+            for gone in [key for key in self._gone if key not in wanted]:
+                del self._gone[gone]
+            for read in [read for read in self._failing if read[1] not in wanted]:
+                del self._failing[read]
             info = {key: self._info[key] for key in keys if key in self._info}
             nodes = {key: self._nodes[key][1] for key in keys if key in self._nodes}
             projects = self._projects
         pending = sum(1 for key in keys if key not in info or key not in nodes)
         return DetailsView(projects, info, nodes, pending)
 
-    def plan(self, series: Iterable[RunKey]) -> list[tuple[str, RunKey]]:
+    def plan(
+        self, series: Iterable[RunKey], versions: Mapping[RunKey, object] | None = None
+    ) -> list[tuple[str, RunKey]]:
         """The reads `series` needs, oldest run first: a detail not read yet, a node list not
-        read yet or older than `NODES_REFRESH`."""
+        read yet or older than `NODES_REFRESH`; none for a run in its back-off, or gone (404)
+        at the version (`versions`: status and updateTime) the run list still gives it."""
         now = self._clock()
         wanted: list[tuple[str, RunKey]] = []
+        versions = versions or {}
         with self._lock:
             for key in series:
+                if key in self._gone:
+                    if self._gone[key] == versions.get(key):
+                        continue
+                    del self._gone[key]
                 if key not in self._info:
                     wanted.append(("run", key))
                 read = self._nodes.get(key)
                 if read is None or now - read[0] >= self._refresh_after:
                     wanted.append(("nodes", key))
-        return wanted
+            failing = self._failing
+        return [read for read in wanted if read not in failing or now >= failing[read][1]]
 
-    def refresh_in_background(self, series: Iterable[RunKey]) -> None:
+    def refresh_in_background(
+        self, series: Iterable[RunKey], versions: Mapping[RunKey, object] | None = None
+    ) -> None:
         """`refresh` on a thread of its own, unless one is still going."""
         with self._lock:
             if self._closed.is_set() or (self._running is not None and self._running.is_alive()):
                 return
             self._running = threading.Thread(
-                target=self.refresh, args=(list(series),), name="nsml-details", daemon=True
+                target=self.refresh,
+                args=(list(series), versions),
+                name="nsml-details",
+                daemon=True,
             )
             self._running.start()
 
-    def refresh(self, series: Iterable[RunKey]) -> None:
+    def refresh(
+        self, series: Iterable[RunKey], versions: Mapping[RunKey, object] | None = None
+    ) -> None:
         """Read the project list, then what `plan` asks for within the budget. Never raises."""
         deadline = time.monotonic() + self._deadline
+        self._version_of = versions or {}
         self._read_projects(deadline)
-        plan = self.plan(series)
+        plan = self.plan(series, versions)
         budget = _Budget(self._budget)
         try:
             failed = [
@@ -166,6 +200,16 @@ class RunDetails:
                 len(failed),
                 len(plan),
                 failed[0],
+            )
+        with self._lock:
+            keep = {k for (_, k), (n, _) in self._failing.items() if n >= FAILING_AFTER}
+            new = sorted(keep - self._named)
+            self._named.update(new)
+        if new:
+            log.warning(
+                "details: %d run(s) keep failing, asked again only after a back-off: %s",
+                len(new),
+                ", ".join(f"{name} of project {project}" for project, name in new[:10]),
             )
 
     def _read_projects(self, deadline: float) -> None:
@@ -199,22 +243,37 @@ class RunDetails:
         kind, key = item
         try:
             if kind == "run":
-                if budget.take():
-                    self._read_detail(key, deadline)
+                if not budget.take():
+                    return None
+                self._read_detail(key, deadline)
             else:
                 self._read_nodes(key, budget, deadline)
         except _Spent:
-            pass
+            return None
         except HTTPStatusError as error:
             if error.status != 404:
-                return str(error)
+                return self._failed(item, error)
             log.debug("details: run %s of project %s is gone (404)", key[1], key[0])
             with self._lock:
                 self._info.pop(key, None)
                 self._nodes.pop(key, None)
+                self._failing.pop(item, None)
+                self._gone[key] = self._version_of.get(key)
+            return None
         except CollectionError as error:
-            return str(error)
+            return self._failed(item, error)
+        with self._lock:
+            self._failing.pop(item, None)
+            self._named.discard(key)
         return None
+
+    def _failed(self, item: tuple[str, RunKey], error: CollectionError) -> str:
+        """A failed read: its back-off grows. The error's message."""
+        with self._lock:
+            count = self._failing.get(item, (0, 0.0))[0] + 1
+            delay = min(RETRY_CAP, RETRY_BASE * 2 ** (count - 1))
+            self._failing[item] = (count, self._clock() + delay)
+        return str(error)
 
     def _read_detail(self, key: RunKey, deadline: float) -> None:
         detail = self._api.get_run(key[0], key[1], deadline)

@@ -68,6 +68,9 @@ class Endpoint(Generic[T]):
 
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+#: The largest body of a run detail or a page of projects or nodes: a page of 1,000 nodes is
+#: about 250 KB. A node list that ignores pageSize must not cost a run-list page's memory.
+DETAIL_MAX_BYTES = 1024 * 1024
 CHUNK = 256 * 1024
 
 
@@ -189,7 +192,10 @@ class NsmlApi:
             with self._session.get(
                 self._origin + uri, headers=self._headers(uri), timeout=timeout, stream=True
             ) as response:
-                body = self._read_body(response, what, deadline)
+                limit = self._max_bytes
+                if endpoint.name != "runs":
+                    limit = min(limit, DETAIL_MAX_BYTES)
+                body = self._read_body(response, what, deadline, limit)
                 code = str(response.status_code)
                 return self._interpret(response, body, endpoint)
         except InvalidResponseError:
@@ -213,12 +219,14 @@ class NsmlApi:
         finally:
             self._observe(endpoint.name, code, time.monotonic() - started)
 
-    def _read_body(self, response: requests.Response, what: str, deadline: float) -> bytes:
+    def _read_body(
+        self, response: requests.Response, what: str, deadline: float, limit: int
+    ) -> bytes:
         declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
+        name = "MAX_RESPONSE_BYTES" if limit == self._max_bytes else "the details' limit"
+        if declared.isdigit() and int(declared) > limit:
             raise InvalidResponseError(
-                f"{what}: response of {declared} bytes is over MAX_RESPONSE_BYTES "
-                f"({self._max_bytes})"
+                f"{what}: response of {declared} bytes is over {name} ({limit})"
             )
         chunks: list[bytes] = []
         size = 0
@@ -226,10 +234,8 @@ class NsmlApi:
         # meets the deadline check; a plain read would block until the whole body had come.
         while chunk := response.raw.read1(CHUNK, decode_content=True):
             size += len(chunk)
-            if size > self._max_bytes:
-                raise InvalidResponseError(
-                    f"{what}: response is over MAX_RESPONSE_BYTES ({self._max_bytes})"
-                )
+            if size > limit:
+                raise InvalidResponseError(f"{what}: response is over {name} ({limit})")
             if time.monotonic() > deadline:
                 raise RequestTimeoutError(f"{what}: body still arriving at the deadline")
             chunks.append(chunk)
