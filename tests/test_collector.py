@@ -556,3 +556,19 @@ def test_a_failed_collection_serves_no_omitted_count() -> None:
     assert scraped.value("nsml_up") == 0
     assert "nsml_run_series_omitted" not in scraped.names
     assert "nsml_runs" not in scraped.names
+
+
+def test_with_cache_seconds_a_failed_collection_is_not_reused() -> None:
+    """Bug caught (issue 22's survivors): the collector no longer telling the shared
+    collection what a success is, so a failure is served for CACHE_SECONDS."""
+    answers = iter([HTTPStatusError("page 1: HTTP 503", status=503), None])
+
+    def fetch(deadline: float) -> Runs:
+        error = next(answers)
+        if error is not None:
+            raise error
+        return run_list([api_run("p1", "1")])
+
+    registry = registry_for(fetch, cache_seconds=60, min_interval=0)
+    assert value(registry, "nsml_up") == 0
+    assert value(registry, "nsml_up") == 1

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collection.details import RunDetails
+from exporter.collection.details import RETRY_BASE, RunDetails
 from exporter.demo.population import PROJECTS
 from exporter.demo.resources import EMPTY_PROJECT, GPU_SERVERS, SECRET_MARKER
 from exporter.errors import ConnectionFailedError, HTTPStatusError
@@ -496,3 +496,46 @@ def test_a_node_list_that_ignores_page_size_is_refused_not_held() -> None:
     small = json.dumps({"nodes": [node] * 1000, "totalCount": 1000}).encode()
     api = NsmlApi(make_settings(), adapter=FakeAdapter(lambda page, size: (200, small)))
     assert len(api.get_nodes("p1", "1", 1, time.monotonic() + 10)["nodes"]) == 1000
+
+
+def test_a_run_whose_detail_turns_404_loses_its_node_states() -> None:
+    """Bug caught (issue 22's survivors): a run gone (404) keeping its old node states in
+    nsml_run_nodes."""
+    api, clock = FakeApi(), Clock()
+    api.fail["run", "1"] = HTTPStatusError("HTTP 500", status=500)
+    runs = details(api, clock)
+    runs.refresh(keys("1"))
+    assert ("p1", "1") in runs.view(keys("1")).nodes  # the node list was read
+    api.fail["run", "1"] = HTTPStatusError("HTTP 404", status=404)
+    clock.now += RETRY_BASE
+    runs.refresh(keys("1"))
+    assert api.of("run") == ["1", "1"]
+    assert ("p1", "1") not in runs.view(keys("1")).nodes
+
+
+def test_every_collection_starts_a_details_refresh_not_only_the_first() -> None:
+    """Bug caught (issue 22's survivors): only the first collection starting a background
+    refresh, so node lists were never read again."""
+    from exporter.collection.collector import NsmlCollector
+    from exporter.selfmetrics import ExporterMetrics
+    from tests.fake_source import FakeSource
+    from tests.test_collector import run_list
+
+    api = FakeApi()
+    settings = make_settings(nodes_refresh=0.01, concurrency=1)
+    runs = RunDetails(api, settings)  # type: ignore[arg-type]
+    source = FakeSource(lambda deadline: run_list([api_run("p1", "1", "RUN_STATE_IN_PROGRESS")]))
+    collector = NsmlCollector(settings, source, ExporterMetrics(), details=runs)
+    try:
+        for _ in range(3):
+            collector.shared.get()
+            deadline = time.monotonic() + 5
+            while runs._running is not None and runs._running.is_alive():
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            time.sleep(0.02)  # past NODES_REFRESH
+        assert len(api.of("projects")) == 3
+        assert len(api.of("nodes")) == 3
+    finally:
+        collector.history.close()
+        runs.close()

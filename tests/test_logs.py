@@ -73,3 +73,18 @@ def test_an_api_error_body_cannot_forge_log_lines(
     assert "FORGED-LINE" in logs  # the text is there, escaped
     assert not any(line.startswith("FORGED-LINE") for line in logs.splitlines())
     assert "\x1b" not in logs and "\x07" not in logs and "\r" not in logs
+
+
+@pytest.mark.parametrize(
+    ("char", "escaped"),
+    [("\x1f", r"\x1f"), ("\x7f", r"\x7f"), ("\x9f", r"\x9f"), ("\x7e", "~"), ("\xa0", "\xa0")],
+)
+def test_the_escaped_range_is_exact_at_both_ends(
+    restore_logging: None, char: str, escaped: str
+) -> None:
+    """Bug caught (issue 22's survivors): DEL (0x7f) left raw by a range off by one, or the
+    printable neighbours (`~`, NBSP) escaped."""
+    stream = io.StringIO()
+    setup_logging("info", "text", stream)
+    logging.getLogger("exporter.test").warning("a%sb", char)
+    assert stream.getvalue().rstrip("\n").endswith(f"a{escaped}b")

@@ -66,6 +66,8 @@ CLOSE = b"Connection: close\r\n"
             b"Authorization: Basic YzpE\r\n" + CLOSE + b"\r\n",
             "400",
         ),
+        # Issue 22's survivor: a GET that says it has no body (Content-Length: 0) is answered.
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n" + CLOSE + b"\r\n", "200"),
         # Items 6 and 12: an unbalanced quote, an empty parameter.
         (b'GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain"\r\n' + CLOSE + b"\r\n", "200"),
         (
@@ -86,6 +88,7 @@ CLOSE = b"Connection: close\r\n"
         "dns-host",
         "http-1.0-no-host",
         "two-authorizations",
+        "content-length-0",
         "unbalanced-accept",
         "unbalanced-accept-encoding",
     ],
@@ -205,3 +208,16 @@ def test_a_second_sigterm_ends_the_grace(
     assert time.monotonic() - second < 3
     assert "again: not waiting for answers in flight" in exporter.logs()
     simulator.sim.latency = 0.0
+
+
+def test_a_plain_scrape_after_a_gzip_one_gets_plain_bytes(served: ExporterProcess) -> None:
+    """Bug caught (issue 22's survivors): the shared render of a collection keyed by format
+    only, so a plain scrape right after a gzip one got the gzip bytes without
+    Content-Encoding."""
+    served.get(headers={"Accept-Encoding": "gzip"})
+    plain = served.get(headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    assert plain.content.startswith(b"# HELP")
+    zipped = served.get(headers={"Accept-Encoding": "gzip"}, stream=True)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.raw.read(2, decode_content=False) == b"\x1f\x8b"
