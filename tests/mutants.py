@@ -257,6 +257,169 @@ MUTANTS = (
 )
 
 
+HOSTILE = ("tests/test_server_hostile.py",)
+NEGOTIATION = ("tests/test_negotiation.py",)
+DETAILS = ("tests/test_details.py",)
+
+#: Issue 22: hostile and careless inputs, round 3.
+MUTANTS += (
+    Mutant(
+        "exporter/web/handler.py",
+        "        if self.counted > self._limit:",
+        "        if self.counted >= self._limit:",
+        "the header bound off by one",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        "        self.reader.start()\n",
+        "",
+        "header bytes never counted: any size read and negotiated",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        '        if self.reader.last == b"":',
+        "        if False:",
+        "a request cut before its blank line answered",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        "        if not self.raw_requestline.strip():",
+        "        if False:",
+        "five empty lines closed with no status line",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        'any("\\n" in v or "\\0" in v for v in headers.values())',
+        'any("\\n" in v for v in headers.values())',
+        "a NUL in a header value accepted",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        'SINGLETONS = ("Host", "Authorization", "Content-Length")',
+        'SINGLETONS = ("Host", "Content-Length")',
+        "two Authorization lines: the first wins",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        'if host is None and self.request_version == "HTTP/1.1":',
+        'if host is None and self.request_version == "HTTP/1.0":',
+        "HTTP/1.1 without Host answered",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        "not HOST.fullmatch(host.strip())",
+        "not HOST.match(host.strip())",
+        "an invalid Host taken for its valid start",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/handler.py",
+        '        if "close" in self._tokens("Connection"):',
+        '        if self.headers.get("Connection", "").lower() == "close":',
+        "Connection: keep-alive, close held open",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/negotiation.py",
+        "                    continue  # an empty parameter",
+        "                    break  # an empty parameter",
+        "parameters after an empty one dropped",
+        NEGOTIATION,
+    ),
+    Mutant(
+        "exporter/web/negotiation.py",
+        '(?:,|$)|.*", re.DOTALL)',
+        '(?:,|$)", re.DOTALL)',
+        "an unbalanced quote raises (no status line)",
+        NEGOTIATION + HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/negotiation.py",
+        "labels={_dots(key): value for key, value in sample.labels.items()},",
+        "labels=dict(sample.labels),",
+        "label names not escaped under dots",
+        NEGOTIATION,
+    ),
+    Mutant(
+        "exporter/web/negotiation.py",
+        "name=name + sample.name[len(family.name) :],",
+        "name=_dots(sample.name),",
+        "the sample's suffix escaped under dots",
+        NEGOTIATION,
+    ),
+    Mutant(
+        "exporter/collection/details.py",
+        "delay = min(RETRY_CAP, RETRY_BASE * 2 ** (count - 1))",
+        "delay = min(RETRY_CAP, RETRY_BASE)",
+        "the back-off of a failing read not doubled",
+        DETAILS,
+    ),
+    Mutant(
+        "exporter/collection/details.py",
+        "if read not in failing or now >= failing[read][1]]",
+        "if True]",
+        "runs that keep failing starve the rest",
+        DETAILS,
+    ),
+    Mutant(
+        "exporter/collection/details.py",
+        "                    if self._gone[key] == versions.get(key):",
+        "                    if True:",
+        "a gone run never asked again after it changed",
+        DETAILS,
+    ),
+    Mutant(
+        "exporter/collection/details.py",
+        "if n >= FAILING_AFTER}",
+        "if n > FAILING_AFTER}",
+        "failing runs named a failure late",
+        DETAILS,
+    ),
+    Mutant(
+        "exporter/collection/details.py",
+        "                self._nodes.pop(key, None)\n                self._failing.pop(item, None)",
+        "                self._failing.pop(item, None)",
+        "a run gone (404) keeps its node states",
+        DETAILS,
+    ),
+    Mutant(
+        "exporter/nsml/api.py",
+        '                if endpoint.name != "runs":',
+        "                if False:",
+        "a node list that ignores pageSize held whole",
+        DETAILS,
+    ),
+    Mutant(
+        "exporter/__main__.py",
+        "    for ignored in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):",
+        "    for ignored in (signal.SIGUSR2,):",
+        "SIGHUP ends the process mid-scrape",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/__main__.py",
+        "            server.hurry.set()\n",
+        "",
+        "a second SIGTERM does not end the grace",
+        HOSTILE,
+    ),
+    Mutant(
+        "exporter/web/server.py",
+        "            while not self.hurry.is_set() and time.monotonic() < ends:",
+        "            while time.monotonic() < ends:",
+        "the grace waited out whatever the signals",
+        HOSTILE,
+    ),
+)
+
+
 def run(mutant: Mutant) -> bool:
     """True when the tests catch `mutant`."""
     path = ROOT / mutant.path

@@ -135,6 +135,8 @@ TABLE: list[tuple[str, str | None, str | None]] = [
         OM1 + "underscores",
     ),
     ("a weight over 1 is malformed", "application/openmetrics-text;q=2,text/plain;q=0.5", TEXT004),
+    # Issue 22, item 12: a `;` with no parameter, alone or before one.
+    ("empty parameters", "application/openmetrics-text;;version=1.0.0;", OM1 + "underscores"),
     # Issue 22's survivor: the charset compared case-sensitively (UTF-8 refused with 406).
     ("the charset's case does not matter", "text/plain;charset=UTF-8", TEXT004),
     (
