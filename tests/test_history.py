@@ -435,3 +435,23 @@ def test_pace_spends_at_most_rate_requests_a_second() -> None:
     assert [pace._take() for _ in range(3)] == pytest.approx([0.0, 0.0, 0.1])
     pace.charge(2)  # a head read of two pages: taken, not waited for
     assert pace._take() == pytest.approx(0.4)
+
+
+def test_a_bug_in_the_background_read_is_counted_and_reading_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bug caught: an unexpected exception ending the reading thread for good (the view never
+    read again), or passing uncounted."""
+    monkeypatch.setattr(history_module, "RETRY_FIRST", 0.1)
+    source = SlowSource(run_list([api_run("p1", "1")]), seconds=0.0, latency=1.0)
+    source.newest_first = False
+    source.error = ValueError("a bug")
+    collector = collector_on(source, collection_mode="background")
+    try:
+        collector.shared.get()
+        wait_until(lambda: errors(collector, "internal") >= 1)
+        assert not collector.shared.get().ok
+        source.error = None
+        wait_until(lambda: collector.shared.get().ok)
+    finally:
+        collector.history.close()

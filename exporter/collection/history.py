@@ -223,10 +223,12 @@ class History:
                 except CollectionError as error:
                     self._failure = error
                     self._count_error(error)
-                except (CancelledError, RuntimeError):  # the pool closed: the exporter stops
-                    if self._closed.is_set():
+                except (CancelledError, RuntimeError) as error:
+                    if self._closed.is_set():  # the pool closed: the exporter stops
                         return
-                    raise
+                    self._internal(error)
+                except Exception as error:
+                    self._internal(error)
                 with self._lock:
                     self._done.set()
                     self._done = threading.Event()
@@ -240,6 +242,12 @@ class History:
             with self._lock:
                 self._thread = None
                 self._done.set()
+
+    def _internal(self, error: Exception) -> None:
+        """A bug: counted as `internal`, logged with its traceback; reading goes on."""
+        log.error("background read failed (internal error)", exc_info=error)
+        self._failure = CollectionError("internal error in the background read")
+        self._count_error(self._failure)
 
     def _read(self, *, deadline: float | None, paced: bool) -> View:
         """One full read, installed as the view."""
