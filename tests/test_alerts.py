@@ -24,7 +24,7 @@ def promtool(
 def test_rules_pass_promtool_check(release: PrometheusRelease) -> None:
     result = promtool(release, "check", "rules", "nsml-exporter.rules.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 8 rules found" in result.stdout
+    assert "SUCCESS: 9 rules found" in result.stdout
 
 
 def test_rule_unit_tests_pass(release: PrometheusRelease) -> None:
