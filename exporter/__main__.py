@@ -172,7 +172,10 @@ def _serve(settings: Settings, exposition: Exposition, web: WebConfig) -> int:
         server.url,
         settings.base_url,
     )
-    stop.wait()
+    # In slices: a signal that the kernel hands to another thread runs its handler only when
+    # the main thread next runs Python code, and a wait with no timeout never returns for it.
+    while not stop.wait(0.5):
+        pass
     cut = server.stop(settings.shutdown_grace)
     if cut:
         # Still exit 0: the stop was asked for; the line says which answers it cut.
