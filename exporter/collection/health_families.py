@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from .. import __version__
+from .. import __revision__, __version__
 from .history import MODES
 from .snapshot import Snapshot
 
@@ -70,7 +70,7 @@ def health_families(snap: Snapshot, collect_timeout: float, describe: bool) -> I
     info = GaugeMetricFamily(
         "nsml_exporter_build_info",
         "nsml-exporter build information",
-        labels=["version", "python_version"],
+        labels=["version", "revision", "python_version"],
     )
-    info.add_metric([__version__, platform.python_version()], 1)
+    info.add_metric([__version__, __revision__, platform.python_version()], 1)
     yield info
