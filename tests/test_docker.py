@@ -8,6 +8,7 @@ demo serves `nsml_up 1`, as a non-root user, and SIGTERM stops it with exit code
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -112,13 +113,39 @@ def host_ca_bundle() -> str:
     pytest.fail("no CA bundle found for pip inside the build")
 
 
-@pytest.fixture(scope="module")
-def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, str]]:
-    """The Dockerfile built by podman, on a stand-in for its base image.
+LOCKED = dict(
+    line.split(" ", 1)[0].split("==")
+    for line in (ROOT / "requirements.lock").read_text().splitlines()
+    if "==" in line and not line.startswith(("#", " "))
+)
 
-    No container registry is reachable here, so the base named in FROM is made from Debian's
-    packages (a bookworm rootfs by mmdebstrap, imported under the FROM name): its Python is
-    Debian's 3.11, not the pinned 3.12. The Dockerfile itself is used as it is."""
+
+@dataclass
+class Builder:
+    engine: Engine
+    mounts: list[str]
+
+    def build(self, context: Path, tag: str, *args: str) -> None:
+        built = self.engine(
+            "build", "--pull=never", "--network=host", *self.mounts, *args, "--tag", tag,
+            str(context),
+        )  # fmt: skip
+        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+
+    def run(self, tag: str, *args: str, entrypoint: str | None = None) -> str:
+        how = ["--entrypoint", entrypoint] if entrypoint else []
+        ran = self.engine("run", "--rm", "--network=host", *self.mounts, *how, tag, *args)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        return ran.stdout
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory: pytest.TempPathFactory) -> Builder:
+    """podman, and the Dockerfile's base made from Debian's packages.
+
+    No container registry is reachable here, so the base named in FROM is a stand-in: a root
+    filesystem of the same Debian release (the tag's suffix: trixie) made by mmdebstrap, with
+    Debian's Python, imported under the FROM name. The Dockerfile itself is used as it is."""
     podman = require_binary("podman", "podman")
     mmdebstrap = require_binary("mmdebstrap", "mmdebstrap")
     require_binary("runc", "runc")
@@ -127,37 +154,117 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, st
     (tmp / "pip.conf").write_text("[global]\ncert = /etc/nsml-build/ca.crt\n")
     engine = Engine(podman, {**os.environ, "CONTAINERS_CONF": str(tmp / "containers.conf")})
     base = re.findall(r"^FROM\s+(\S+)", DOCKERFILE, re.MULTILINE)[0]
+    suite = base.rsplit("-", 1)[1]
     rootfs = tmp / "base.tar"
     made = subprocess.run(
         [
             mmdebstrap,
             "--variant=minbase",
             "--include=python3,python3-venv,python-is-python3,ca-certificates",
-            "bookworm",
+            suite,
             str(rootfs),
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     assert made.returncode == 0, made.stderr[-2000:]
     imported = engine("import", str(rootfs), f"docker.io/library/{base}")
     assert imported.returncode == 0, imported.stderr
-    tag = "localhost/nsml-exporter:test"
-    built = engine(
-        "build",
-        "--pull=never",
-        "--network=host",
+    mounts = [
         f"--volume={host_ca_bundle()}:/etc/nsml-build/ca.crt:ro",
         f"--volume={tmp / 'pip.conf'}:/etc/pip.conf:ro",
-        "--tag",
-        tag,
-        str(ROOT),
+    ]
+    return Builder(engine, mounts)
+
+
+@pytest.fixture(scope="module")
+def image(builder: Builder) -> Iterator[tuple[Engine, str]]:
+    """The image built from this tree, as a development build."""
+    from exporter import __revision__
+
+    tag = "localhost/nsml-exporter:test"
+    builder.build(
+        ROOT, tag, "--build-arg", "VERSION=0.0.0.dev0", f"--build-arg=REVISION={__revision__}"
     )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    yield engine, tag
-    engine("rmi", "--force", tag)
+    yield builder.engine, tag
+    builder.engine("rmi", "--force", tag)
+
+
+@pytest.fixture(scope="module")
+def released(builder: Builder, tagged: tuple[Path, str, Path]) -> Iterator[tuple[str, str]]:
+    """The image built from a clone tagged v0.2.0, as the release workflow builds it, again
+    from scratch (no layer of the first build reused): (tag, commit)."""
+    clone, commit, _ = tagged
+    tag = "localhost/nsml-exporter:0.2.0"
+    builder.build(
+        clone, tag, "--no-cache", "--build-arg", "VERSION=0.2.0", f"--build-arg=REVISION={commit}",
+        "--build-arg", "CREATED=2026-12-02T00:00:00Z",
+    )  # fmt: skip
+    yield tag, commit
+    builder.engine("rmi", "--force", tag)
+
+
+def installed(builder: Builder, tag: str) -> dict[str, str]:
+    frozen = builder.run(
+        tag, "-m", "pip", "list", "--format=freeze", entrypoint="/opt/nsml-exporter/bin/python"
+    )
+    return dict(line.split("==") for line in frozen.split())
+
+
+def test_a_tag_gives_its_version_to_the_image_its_labels_and_build_info(
+    builder: Builder, released: tuple[str, str]
+) -> None:
+    """Bug caught: the image's package, labels or build_info at another version than the
+    tag, or no revision."""
+    tag, commit = released
+    labels = json.loads(
+        builder.engine("inspect", "--format", "{{json .Config.Labels}}", tag).stdout
+    )
+    prefix = "org.opencontainers.image."
+    assert labels[prefix + "version"] == "0.2.0"
+    assert labels[prefix + "revision"] == commit
+    assert labels[prefix + "created"] == "2026-12-02T00:00:00Z"
+    assert labels[prefix + "source"] == "https://github.com/nsml-exporter/nsml-exporter"
+    assert builder.run(tag, "--version").strip() == "nsml-exporter 0.2.0"
+    once = builder.run(tag, "--demo", "--once")
+    assert f'revision="{commit}"' in once and 'version="0.2.0"' in once
+
+
+def test_two_builds_install_the_locked_packages_and_nothing_else(
+    builder: Builder, image: tuple[Engine, str], released: tuple[str, str]
+) -> None:
+    """Bug caught: a dependency resolved on the day of the build (unlocked, unhashed), so two
+    builds can differ."""
+    first, second = installed(builder, image[1]), installed(builder, released[0])
+    assert first.pop("nsml-exporter") == "0.0.0.dev0"
+    assert second.pop("nsml-exporter") == "0.2.0"
+    assert first == second
+    assert {name.lower(): v for name, v in first.items() if name != "pip"} == LOCKED
+
+
+def test_the_sbom_of_the_image_lists_every_locked_dependency(
+    builder: Builder, released: tuple[str, str]
+) -> None:
+    """A CycloneDX SBOM of the image's environment (cyclonedx-bom, run in a container of the
+    image): every runtime dependency at its locked version. Bug caught: an SBOM of another
+    environment (the build's, the host's)."""
+    script = (
+        "python -m venv /tmp/sbom && /tmp/sbom/bin/pip install -q --disable-pip-version-check "
+        "'cyclonedx-bom>=4' && /tmp/sbom/bin/cyclonedx-py environment --of JSON "
+        "/opt/nsml-exporter/bin/python"
+    )
+    ran = builder.engine(
+        "run", "--rm", "--network=host", "--user", "0", *builder.mounts,
+        "--entrypoint", "/bin/sh", released[0], "-c", script,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    sbom = json.loads(ran.stdout)
+    assert sbom["bomFormat"] == "CycloneDX"
+    listed = {c["name"].lower(): c["version"] for c in sbom["components"]}
+    assert {name: listed.get(name) for name in LOCKED} == LOCKED
+    assert listed["nsml-exporter"] == "0.2.0"
 
 
 def test_the_image_runs_the_demo_as_a_non_root_user_and_stops_on_sigterm(

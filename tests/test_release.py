@@ -17,31 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 
 
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True)
-    return done.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def tagged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
-    """A clone of the committed tree tagged v0.2.0, its commit, and the wheel built from it."""
-    tmp = tmp_path_factory.mktemp("release")
-    clone = tmp / "clone"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "tag", "v0.2.0", cwd=clone)
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), "."],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    (wheel,) = (tmp / "dist").glob("*.whl")
-    return clone, git("rev-parse", "HEAD", cwd=clone), wheel
-
-
 def test_a_tag_gives_its_version_to_the_package_the_cli_and_build_info(
     tagged: tuple[Path, str, Path], tmp_path: Path
 ) -> None:
