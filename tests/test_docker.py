@@ -113,11 +113,12 @@ def host_ca_bundle() -> str:
     pytest.fail("no CA bundle found for pip inside the build")
 
 
-LOCKED = dict(
-    line.split(" ", 1)[0].split("==")
+LOCKED = {
+    name: version
     for line in (ROOT / "requirements.lock").read_text().splitlines()
     if "==" in line and not line.startswith(("#", " "))
-)
+    for name, version in [line.split(" ", 1)[0].split("==")]
+}
 
 
 @dataclass
@@ -210,7 +211,12 @@ def installed(builder: Builder, tag: str) -> dict[str, str]:
     frozen = builder.run(
         tag, "-m", "pip", "list", "--format=freeze", entrypoint="/opt/nsml-exporter/bin/python"
     )
-    return dict(line.split("==") for line in frozen.split())
+    return {canonical(line.split("==")[0]): line.split("==")[1] for line in frozen.split()}
+
+
+def canonical(name: str) -> str:
+    """A distribution's name as PEP 503 compares it (`prometheus_client` = `prometheus-client`)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_a_tag_gives_its_version_to_the_image_its_labels_and_build_info(
@@ -241,7 +247,7 @@ def test_two_builds_install_the_locked_packages_and_nothing_else(
     assert first.pop("nsml-exporter") == "0.0.0.dev0"
     assert second.pop("nsml-exporter") == "0.2.0"
     assert first == second
-    assert {name.lower(): v for name, v in first.items() if name != "pip"} == LOCKED
+    assert {name: v for name, v in first.items() if name != "pip"} == LOCKED
 
 
 def test_the_sbom_of_the_image_lists_every_locked_dependency(
@@ -262,7 +268,7 @@ def test_the_sbom_of_the_image_lists_every_locked_dependency(
     assert ran.returncode == 0, ran.stderr[-3000:]
     sbom = json.loads(ran.stdout)
     assert sbom["bomFormat"] == "CycloneDX"
-    listed = {c["name"].lower(): c["version"] for c in sbom["components"]}
+    listed = {canonical(c["name"]): c["version"] for c in sbom["components"]}
     assert {name: listed.get(name) for name in LOCKED} == LOCKED
     assert listed["nsml-exporter"] == "0.2.0"
 
