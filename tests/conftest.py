@@ -476,12 +476,20 @@ def git(*args: str, cwd: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tagged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
-    """A clone of the committed tree tagged v0.2.0, its commit, and the wheel built from it."""
+    """A clone of this tree tagged v0.2.0, its commit, and the wheel built from it."""
     tmp = tmp_path_factory.mktemp("release")
     clone = tmp / "clone"
     root = Path(__file__).resolve().parent.parent
     subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
-    git("-c", "user.name=t", "-c", "user.email=t@example.invalid", "tag", "v0.2.0", cwd=clone)
+    # The working tree as it is (uncommitted changes too), committed in the clone and tagged.
+    changes = subprocess.run(
+        ["git", "diff", "HEAD", "--binary"], cwd=root, capture_output=True, check=True
+    ).stdout
+    if changes:
+        subprocess.run(["git", "apply", "-"], cwd=clone, input=changes, check=True)
+    who = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    git(*who, "commit", "-q", "--allow-empty", "-am", "the working tree", cwd=clone)
+    git(*who, "tag", "v0.2.0", cwd=clone)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), "."],
         cwd=clone,

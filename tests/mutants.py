@@ -420,6 +420,55 @@ MUTANTS += (
 )
 
 
+RELEASE = ("tests/test_release.py",)
+
+#: Issue 23: releases (`python -m tests.mutants release`).
+MUTANTS += (
+    Mutant(
+        "exporter/__init__.py",
+        '_node.removeprefix("g") if',
+        "_node if",
+        "release: the revision is git's node, not the commit",
+        RELEASE,
+    ),
+    Mutant(
+        "exporter/collection/health_families.py",
+        "info.add_metric([__version__, __revision__, platform.python_version()], 1)",
+        "info.add_metric([__revision__, __version__, platform.python_version()], 1)",
+        "release: version and revision swapped in build_info",
+        RELEASE,
+    ),
+    Mutant(
+        "Dockerfile",
+        "--require-hashes --no-deps \\\n        -r requirements.lock",
+        "--no-deps \\\n        -r requirements.lock",
+        "release: the runtime lock installed without its hashes",
+        ("tests/test_docker.py::test_image_shape",),
+    ),
+    Mutant(
+        "Dockerfile",
+        'org.opencontainers.image.version="$VERSION"',
+        'org.opencontainers.image.version="$REVISION"',
+        "release: the image's version label from the wrong argument",
+        ("tests/test_docker.py",),
+    ),
+    Mutant(
+        ".github/changelog-section",
+        "  found && /^## \\[/ { exit }\n",
+        "",
+        "release: the notes run on into older releases",
+        RELEASE,
+    ),
+    Mutant(
+        "helm/nsml-exporter/values.yaml",
+        "  repository: ghcr.io/nsml-exporter/nsml-exporter",
+        "  repository: nsml-exporter",
+        "release: the chart's default image is no published one",
+        RELEASE,
+    ),
+)
+
+
 def run(mutant: Mutant) -> bool:
     """True when the tests catch `mutant`."""
     path = ROOT / mutant.path

@@ -67,6 +67,11 @@ def test_image_shape() -> None:
     assert user and re.fullmatch(r"[1-9]\d*(:\d+)?", user[-1]), "numeric non-root USER"
     assert re.search(r'^ENTRYPOINT \["nsml-exporter"\]$', DOCKERFILE, re.MULTILINE)
     assert re.search(r"^EXPOSE 9877$", DOCKERFILE, re.MULTILINE)
+    # Each lock installed with its hashes checked, and nothing but what it pins.
+    commands = DOCKERFILE.replace("\\\n", " ").replace("&&", "\n").splitlines()
+    locks = {c.split("-r ")[1].split()[0]: c for c in commands if "pip install" in c and "-r " in c}
+    assert set(locks) == {"requirements.lock", "requirements-build.lock"}
+    assert all("--require-hashes" in c and "--no-deps" in c for c in locks.values()), locks
     final = DOCKERFILE.split("\nFROM ")[-1]
     assert "pip install" not in final and "apt-get" not in final, "no build steps in the final"
 
