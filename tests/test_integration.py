@@ -14,6 +14,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
+from exporter import __version__
 from exporter.demo.population import SimRun
 from exporter.demo.simulator import SimulatorServer
 from tests.conftest import (
@@ -129,7 +130,7 @@ def test_demo_serves_metrics_landing_page_and_health(
     assert {s["project"] for s, _ in samples(metrics.text, "nsml_runs")} >= {"음성인식-팀"}
     landing = exporter.get("/")
     assert landing.status_code == 200
-    assert 'href="metrics"' in landing.text and "0.1.0" in landing.text
+    assert 'href="metrics"' in landing.text and __version__ in landing.text
     health = exporter.get("/healthz")
     assert (health.status_code, health.text) == (200, "ok\n")
     assert exporter.get("/nope").status_code == 404
