@@ -1,17 +1,13 @@
 """The run list's whole history, read on scrape while that fits, else in the background.
 
-NSML lists every run ever created, so a full read grows with the history. While a full read fits
-`COLLECT_TIMEOUT` it is made on the scrape, as before: exact at every scrape. A read that does not
-fit is not thrown away: it goes on in the background, the exporter says so once and switches to
-background reading, and scrapes are answered at once from the last complete view (`nsml_up 1`,
-with the view's age). In background mode full reads follow each other, paced to `READ_RATE` list
-requests a second. Where the list is verified newest first, each scrape also reads the list's
-head until it reaches the view's newest run, so runs created since show at once. Once a full read
-would take under `SWITCH_BACK` of `COLLECT_TIMEOUT` (estimated from its requests' latency, as if
-unpaced), the exporter goes back to reading on scrape. `COLLECTION_MODE` forces either mode.
-
-A failed background read is counted and logged once, when it happens; scrapes meanwhile get
-`nsml_up 0` (the view is not served) until a read or a head read succeeds again.
+While a full read fits `COLLECT_TIMEOUT` it is made on the scrape: exact at every scrape. One that
+does not is not thrown away: it goes on in the background, the switch is logged once, and scrapes
+are answered at once from the last complete view. There, full reads follow each other, paced to
+`READ_RATE`; where the list is verified newest first, each scrape also reads its head down to the
+view's newest run. Once a read would take under `SWITCH_BACK` of `COLLECT_TIMEOUT` (estimated, as
+if unpaced), reading goes back to the scrape. `COLLECTION_MODE` forces either mode. A failed
+background read is counted and logged once; scrapes get `nsml_up 0` until the API answers again.
+See docs/long-histories.md.
 """
 
 from __future__ import annotations
@@ -126,7 +122,6 @@ class History:
         self._once = once  # --once: one full read, however long, on the caller's thread
         self._mode = BACKGROUND if self._setting == BACKGROUND else SCRAPE
         self._pace = Pace(settings.read_rate, settings.concurrency)
-        self._zone = rules.zone
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -140,21 +135,18 @@ class History:
         return self._mode
 
     @property
-    def view(self) -> View | None:
-        """The last complete full read."""
+    def view(self) -> View | None:  # the last complete full read
         return self._view
 
     @property
-    def newest_first(self) -> bool | None:
+    def newest_first(self) -> bool | None:  # as the last full read found the list
         return self._newest_first
 
     def close(self) -> None:
         self._closed.set()
 
     def created(self, run: Run) -> float:
-        return to_timestamp(run["createTime"], self._zone)
-
-    # -- scrapes -----------------------------------------------------------------------------
+        return to_timestamp(run["createTime"], self._rules.zone)
 
     def collect(self) -> Collected:
         """The run list for one scrape. Raises `CollectionError`."""
@@ -268,7 +260,7 @@ class History:
         with self._lock:
             self._view = view
             self._failure = None
-        if self._setting == "auto" and self._mode == BACKGROUND:
+        if self._setting == "auto" and self._mode == BACKGROUND:  # the way back
             rounds = 1 + math.ceil(max(0, run_list.pages - 1) / self._concurrency)
             estimate = self._source.latency * rounds
             if estimate < SWITCH_BACK * self._timeout:
