@@ -378,14 +378,16 @@ def test_background_reading_returns_to_the_scrape_once_a_read_would_fit() -> Non
         collector.history.close()
 
 
+@pytest.mark.parametrize("newest_first", [False, True])
 def test_a_failing_background_read_is_up_0_at_the_next_scrape_and_counted_once(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, newest_first: bool
 ) -> None:
-    """Bugs caught: the last view served with up 1 while the API fails, the failure counted
-    on every scrape, the view's age not kept while failing."""
+    """Bugs caught: the last view served with up 1 while the API fails (a head read that
+    answers masking full reads that fail), the failure counted on every scrape, the view's age
+    not kept while failing."""
     monkeypatch.setattr(history_module, "RETRY_FIRST", 0.2)
     source = SlowSource(run_list([api_run("p1", "1")]), seconds=0.05, latency=1.0)
-    source.newest_first = False  # no head reads: only the background read can tell
+    source.newest_first = newest_first
     collector = collector_on(source, collection_mode="background")
     try:
         collector.shared.get()

@@ -169,7 +169,7 @@ class History:
                 return self._serve(read, head=False)
         self._start()
         view = self._view
-        if self._failure is not None and not (view is not None and self._newest_first):
+        if self._failure is not None:  # until the next full read's first page answers
             raise ReadFailed(self._failure)
         if view is None:
             return Collected(None, 0, 0.0, 0.0, self._mode, None)
@@ -188,7 +188,6 @@ class History:
                 deadline=time.monotonic() + self._timeout,
             )
             self._pace.charge(pages)
-            self._failure = None  # the API answers again
             tally = tally.merged(fresh)
         return Collected(
             tally, total, view.started, view.seconds, self._mode, view.run_list.newest_first
