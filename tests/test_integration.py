@@ -166,6 +166,29 @@ def test_demo_once_prints_the_exposition_and_exits_0() -> None:
     assert sum(v for _, v in samples(result.stdout, "nsml_runs")) > 100
 
 
+def test_demo_with_a_long_history_reads_it_in_the_background(
+    exporter_factory: Callable[..., ExporterProcess],
+) -> None:
+    """Bug caught: --demo-runs or --demo-latency not wired to the simulator (the demo never
+    shows background reading), or the switch not shown in /metrics and the log."""
+    exporter = exporter_factory(
+        "--demo", "--demo-runs", "20000", "--demo-latency", "0.05",
+        "--collect-timeout", "1", "--read-rate", "200",
+    )  # fmt: skip
+    first = exporter.get().text
+    assert 'nsml_collection_mode{mode="background"} 1.0' in first
+    assert "nsml_view_warming 1.0" in first
+    deadline = time.monotonic() + 60
+    text = first
+    while "nsml_up 1.0" not in text:
+        assert time.monotonic() < deadline, text[-2000:]
+        time.sleep(0.5)
+        text = exporter.get().text
+    # 20,000 runs plus the few created since start, at 100 a page (the demo gateway's cap).
+    assert sum(v for _, v in samples(text, "nsml_runs")) >= 20_000
+    assert "reading the run list in the background" in exporter.logs()
+
+
 def test_once_exits_1_when_the_collection_fails(tmp_path: Path) -> None:
     result = run_cli(
         "--once",
