@@ -311,3 +311,14 @@ def test_gzip_over_http_follows_the_weights(
     response = demo.get(headers={"Accept-Encoding": coding})
     assert (response.headers.get("Content-Encoding") == "gzip") is gzipped
     assert "nsml_up" in response.text  # requests decodes gzip: either way the text is whole
+
+
+def test_only_the_first_64_elements_are_read() -> None:
+    """The README's bound: a header of a thousand elements costs 64. Bug caught: the bound
+    off by one, or gone."""
+    from exporter.web.negotiation import MAX_ELEMENTS
+
+    assert MAX_ELEMENTS == 64
+    junk = ["application/x-junk"] * (MAX_ELEMENTS - 1)
+    assert negotiate(", ".join([*junk, "text/plain"])) is not None  # the 64th is read
+    assert negotiate(", ".join([*junk, "application/x-junk", "text/plain"])) is None

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from exporter.collection.snapshot import Histogram, Rules, Snapshot, summarize
+from exporter.collection.snapshot import Histogram, Rules, Snapshot, Tally
 from exporter.nsml.models import decode_page
 from tests.conftest import api_run
 
@@ -29,8 +29,11 @@ def snapshot(runs: list[dict[str, Any]], now: float = 2e9, **rules: Any) -> Snap
         "finished_age_buckets": BOUNDS,
     }
     values.update(rules)
-    return summarize(
-        page["runList"], Rules(**values), [IN_PROGRESS, COMPLETED], duration=0.1, finished=now
+    tally = Tally(Rules(**values), now)
+    for run in page["runList"]:
+        tally.add(run)
+    return tally.snapshot(
+        [IN_PROGRESS, COMPLETED], duration=0.1, finished=now, total_count=len(runs)
     )
 
 

@@ -230,20 +230,3 @@ class Tally:
 
     def statuses(self) -> set[str]:
         return {status for _, _, status in self.counts}
-
-
-def summarize(
-    runs: Iterable[Run],
-    rules: Rules,
-    statuses: Iterable[str],
-    *,
-    duration: float,
-    finished: float,
-    total_count: int | None = None,
-) -> Snapshot:
-    """The snapshot of `runs` as one tally takes them (ages as of `finished`)."""
-    tally = Tally(rules, finished)
-    for run in runs:
-        tally.add(run)
-    count = tally.runs if total_count is None else total_count
-    return tally.snapshot(statuses, duration=duration, finished=finished, total_count=count)

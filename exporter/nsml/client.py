@@ -84,7 +84,6 @@ class NsmlClient:
         self._window = settings.concurrency
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-page")
         self._latency = 0.0
-        self._lock = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
