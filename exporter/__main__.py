@@ -114,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             last = collector.shared.last
             return 0 if last is not None and last.ok else 1
+        collector.start()  # reading begins now, not at the first scrape
         return _serve(settings, exposition, web)
     finally:
-        collector.history.close()
+        collector.close()
         if details is not None:
             details.close()
         client.close()

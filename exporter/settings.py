@@ -92,10 +92,17 @@ class Settings(BaseSettings):
         "COLLECT_TIMEOUT, else in the background; scrape or background: always so",
     )
     read_rate: float = Field(
-        15.0,
+        8.0,
         gt=0,
         le=1000,
-        description="most run-list requests a second while reading in the background",
+        description="most API requests a second while reading in the background: full reads, "
+        "the list's head and run details share it",
+    )
+    reconcile_interval: float = Field(
+        60.0,
+        ge=0,
+        le=86_400,
+        description="least seconds between the starts of two full reads in the background",
     )
     retries: int = Field(
         2, ge=0, le=10, description="retries of a page on 429/5xx/timeouts/connection errors"
@@ -173,6 +180,18 @@ class Settings(BaseSettings):
     nodes_refresh: float = Field(
         300.0, gt=0, le=86_400, description="seconds before a run's node list is read again"
     )
+    status_refresh: float = Field(
+        40.0,
+        gt=0,
+        le=86_400,
+        description="seconds before the detail of a run with per-run series is read again for "
+        "its status (a run that finished or was deleted shows within about this)",
+    )
+    state_file: Path | None = Field(
+        None,
+        description="where the store of runs is saved, so that a restart serves the last view "
+        "at once and reconciles it (empty = off)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning, error"
     )
@@ -235,7 +254,7 @@ class Settings(BaseSettings):
             raise ValueError("required (or run with --demo)")
         return value
 
-    @field_validator("secrets_dir", "web_config_file", mode="before")
+    @field_validator("secrets_dir", "web_config_file", "state_file", mode="before")
     @classmethod
     def _empty_path_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -271,6 +290,17 @@ class Settings(BaseSettings):
     def _check_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError("no such file")
+        return value
+
+    @field_validator("state_file")
+    @classmethod
+    def _check_state_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory, not a file")
+        if not value.parent.is_dir():
+            raise ValueError(f"its folder {value.parent} does not exist")
         return value
 
     @property

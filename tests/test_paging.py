@@ -1,6 +1,8 @@
 """Paging through the run list as a plain function of "get page N": no HTTP here.
 
-Counts, dedupe, 0-based pages, a capped page size, concurrency, and APIs that misbehave.
+Counts, 0-based pages, a capped page size, concurrency, a list that changes while it is paged
+(never an error: the store settles runs by identity), resuming a read, the head, and APIs whose
+pages contradict their own totalCount.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,9 +20,9 @@ import pytest
 from exporter.errors import HTTPStatusError, InconsistentPagingError
 from exporter.nsml.models import Run, RunPage, decode_page, to_timestamp
 from exporter.nsml.paging import (
+    Progress,
     RunKey,
     RunList,
-    SeenRuns,
     read_head,
     read_list,
     read_run_list,
@@ -114,8 +115,8 @@ def fetch(
     [
         (0, 10, 1),
         (1, 10, 1),
-        (10, 10, 1),
-        (30, 10, 3),
+        (10, 10, 2),  # a full last page: one more, for runs past an understated totalCount
+        (30, 10, 4),
         (31, 10, 4),
         (250, 100, 3),
     ],
@@ -144,8 +145,9 @@ def test_runs_with_the_same_name_in_two_projects_are_two_runs() -> None:
     assert set(result.runs) == {("p1", "1"), ("p2", "1")}
 
 
-def test_a_run_seen_twice_across_pages_counts_once() -> None:
-    # A new run is inserted at the head after page 1 is read: run "20" moves to page 2.
+def test_a_run_pushed_across_pages_is_handed_over_twice_and_the_read_goes_on() -> None:
+    """Bugs caught: a read failing because the list grew under it (issue 26: every read failed
+    under churn), or stopping at the first totalCount instead of following the growth."""
     base = runs_of(20)
     lock = threading.Lock()
     served: list[int] = []
@@ -157,14 +159,16 @@ def test_a_run_seen_twice_across_pages_counts_once() -> None:
         return paged(current)(page, size)
 
     result, api = fetch(handler, page_size=10, concurrency=1)
-    assert api.pages == [1, 2, 3, 1]  # page 3 follows the growth, then the head again
-    names = {key[1] for key in result.runs}
-    # Every run exists once; the new run is picked up by re-reading the head.
-    assert names == {str(n) for n in range(1, 22)}
+    assert api.pages == [1, 2, 3]  # page 3 follows the growth; no re-read of the head
+    names = [run["runName"] for run in result.taken]
+    assert names.count("11") == 2  # pushed from page 1 onto page 2: the store counts it once
+    assert set(names) == {str(n) for n in range(1, 21)}  # "21" is the head read's to find
     assert result.total_count == 21
 
 
-def test_runs_vanishing_between_pages_do_not_fail_the_collection() -> None:
+def test_a_run_pulled_back_onto_a_page_already_read_is_missed_and_nothing_fails() -> None:
+    """Bug caught: a deletion during the read failing it as inconsistent (issue 26). The run
+    pulled back is missed by this read; the next one has it."""
     base = runs_of(20)
     served: list[int] = []
 
@@ -174,9 +178,41 @@ def test_runs_vanishing_between_pages_do_not_fail_the_collection() -> None:
         return paged(current)(page, size)
 
     result, _ = fetch(handler, page_size=10, concurrency=1)
-    # Every surviving run is counted (the head is re-read); the deleted one was seen before.
-    assert {str(n) for n in range(1, 20)} <= {key[1] for key in result.runs}
+    assert {key[1] for key in result.runs} == {str(n) for n in range(1, 21)} - {"10"}
     assert result.total_count == 19
+
+
+def test_a_failed_read_resumes_at_the_page_that_failed() -> None:
+    """Bugs caught: a failed read starting again from page 1 (a deep page that keeps failing
+    then makes nsml_up flap, issue 26), or re-reading pages it had."""
+    runs = runs_of(50)
+    failing = [True]
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        if page == 4 and failing[0]:
+            return 500, {}
+        return paged(runs)(page, size)
+
+    pages = Pages(handler, 10)
+    progress = Progress()
+    taken: list[Run] = []
+    with pytest.raises(HTTPStatusError):
+        read_run_list(
+            pages,
+            first_page=1,
+            page_size=10,
+            take=taken.append,
+            created=created,
+            progress=progress,
+        )
+    assert (progress.pages, progress.page_size, progress.planned) == (3, 10, 5)
+    failing[0] = False
+    result = read_run_list(
+        pages, first_page=1, page_size=10, take=taken.append, created=created, progress=progress
+    )
+    assert pages.pages == [1, 2, 3, 4, 4, 5, 6]  # 6: the last page was full
+    assert [run["runName"] for run in taken] == [str(n) for n in range(50, 0, -1)]
+    assert (result.pages, result.total_count, progress.pages) == (3, 50, 6)
 
 
 def test_an_api_that_ignores_page_is_inconsistent() -> None:
@@ -214,12 +250,20 @@ def test_an_api_whose_total_keeps_growing_is_bounded() -> None:
     assert len(pages.pages) <= 8
 
 
-@pytest.mark.parametrize("total", [15, 50])
-def test_a_total_count_that_lies_is_inconsistent(total: int) -> None:
-    # (A total that understates by whole pages, e.g. 10 of 30, matches the pages it implies:
-    # only one more request per collection could catch it, and we do not pay that.)
-    with pytest.raises(InconsistentPagingError):
-        fetch(paged(runs_of(30), total=total), page_size=10)
+def test_a_total_count_that_overstates_the_list_is_inconsistent() -> None:
+    """Bug caught: a list that ends before its own totalCount says served as complete."""
+    with pytest.raises(InconsistentPagingError, match=r"page 4 lists 0 runs .* 20 more follow"):
+        fetch(paged(runs_of(30), total=50), page_size=10)
+
+
+@pytest.mark.parametrize("total", [15, 20])
+def test_runs_past_an_understated_total_count_are_read_and_counted(total: int) -> None:
+    """Bug caught: runs past totalCount left unread (issue 26: 250 runs served as 200 with
+    nsml_up 1). A full last page is followed to the list's real end."""
+    result, pages = fetch(paged(runs_of(30), total=total), page_size=10)
+    assert len(result.runs) == 30
+    assert result.result is not None and result.result.past_total == 30 - total
+    assert pages.pages == [1, 2, 3, 4]
 
 
 def test_a_server_that_caps_page_size_is_followed() -> None:
@@ -348,46 +392,48 @@ def test_the_order_is_checked_within_pages_and_at_their_seams(
 
 
 def read_head_of(
-    runs: list[dict[str, Any]], since: str, known: set[tuple[str, str]], max_pages: int = 10
+    runs: list[dict[str, Any]], known: set[tuple[str, str]], max_pages: int = 10
 ) -> tuple[list[str], int, int, list[int]]:
     """What `read_head` takes from `runs` (10 a page): names, pages read, total, pages asked."""
     pages = Pages(paged(runs), 10)
     taken: list[Run] = []
     count, total = read_head(
-        pages,
-        first_page=1,
-        since=datetime.fromisoformat(since).replace(tzinfo=UTC).timestamp(),
-        known=known.__contains__,
-        take=taken.append,
-        created=created,
-        max_pages=max_pages,
+        pages, first_page=1, known=known.__contains__, take=taken.append, max_pages=max_pages
     )
     return [run["runName"] for run in taken], count, total, pages.pages
 
 
-def test_the_head_is_read_down_to_the_views_newest_run() -> None:
-    """Bugs caught: stopping before the view's newest second (a run created in that second
-    after the read lost), or taking a run the view has (counted twice)."""
-    runs = timed_runs(40)  # run n created at 10:00 + n minutes; newest is "40"
-    # The view's newest run is "25" (10:25): "25" is known, "26".."40" are new.
-    names, count, total, asked = read_head_of(runs, "2024-09-03 10:25:00", {("p1", "25")})
-    assert names == [str(n) for n in range(40, 25, -1)]
+def test_the_head_is_read_down_to_the_first_page_ending_with_a_known_run() -> None:
+    """Bugs caught: stopping at the first page (a burst of new runs past it lost, issue 26),
+    or reading past a page that ends with a known run (a full read on every head read)."""
+    runs = timed_runs(40)  # newest first: "40" down to "1"
+    known = {("p1", str(n)) for n in range(1, 26)}  # "26".."40" are new
+    names, count, total, asked = read_head_of(runs, known)
+    assert names == [str(n) for n in range(40, 20, -1)]  # pages 1 and 2, whole
     assert (count, total, asked) == (2, 40, [1, 2])
 
 
-def test_a_run_created_in_the_views_newest_second_but_not_in_it_is_new() -> None:
-    runs = [*timed_runs(5), api_run("p1", "late", created="2024-09-03 10:05:00")]
-    runs = sorted(runs, key=lambda r: r["createTime"], reverse=True)
-    names, *_ = read_head_of(runs, "2024-09-03 10:05:00", {("p1", "5")})
-    assert names == ["late"]
+def test_a_run_dated_in_the_future_at_the_head_hides_no_new_run() -> None:
+    """Bug caught: the head read stopping at a run newer than the view's newest by time: one
+    run dated in the future hid every new run (issue 26)."""
+    future = api_run("p1", "future", created="2030-01-01 00:00:00")
+    runs = [future, *timed_runs(30)]
+    known = {("p1", "future")} | {("p1", str(n)) for n in range(1, 28)}
+    names, count, *_ = read_head_of(runs, known)
+    assert {"28", "29", "30"} <= set(names)
+    assert count == 1
 
 
 def test_a_head_read_is_bounded() -> None:
-    """Bug caught: a burst of new runs read page after page without end."""
-    names, count, _, asked = read_head_of(
-        timed_runs(200), "2024-09-03 09:00:00", set(), max_pages=3
-    )
+    """Bug caught: a head that never reaches a known run read page after page without end."""
+    names, count, _, asked = read_head_of(timed_runs(200), set(), max_pages=3)
     assert (len(names), count, asked) == (30, 3, [1, 2, 3])
+
+
+def test_a_head_read_stops_at_the_lists_end() -> None:
+    """Bug caught: a short list read again past its last page."""
+    names, count, _, asked = read_head_of(timed_runs(15), set())
+    assert (len(names), count, asked) == (15, 2, [1, 2])
 
 
 @pytest.mark.parametrize(("cap", "items"), [(3, 6), (2, 84), (10, 25), (100, 7)])
@@ -415,17 +461,3 @@ def test_a_plain_list_with_a_lying_total_stops_at_the_short_page() -> None:
 
     assert read_list(page, first_page=1, page_size=4) == list(range(10))
     assert asked == [1, 2, 3]
-
-
-def test_seen_runs_keep_names_that_only_look_alike_apart() -> None:
-    """Bug caught: "01" kept as the number 1, merging two runs into one."""
-    seen = SeenRuns()
-    assert [seen.add(("p1", name)) for name in ("1", "01", "1", "\uff11", "p-1")] == [
-        True,
-        True,
-        False,
-        True,
-        True,
-    ]
-    assert len(seen) == 4
-    assert ("p1", "01") in seen and ("p2", "1") not in seen

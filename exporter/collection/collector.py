@@ -1,8 +1,9 @@
-"""The Prometheus side: one custom collector that serves the run list's view.
+"""The Prometheus side: one custom collector that serves the store of runs.
 
 Each scrape asks the `SharedCollection` for a snapshot (concurrent scrapes share the collection in
-flight); `History` reads the run list for it, on the scrape or in the background. Families are
-built fresh from each snapshot, never module-level gauges, so a run that disappears from the API
+flight). The `Reader` keeps the store current: on the scrape, or in the background for a history
+too long for one. A snapshot is built from the store as the collection ends. Families are built
+fresh from each snapshot, never module-level gauges, so a run that disappears from the API
 disappears from `/metrics` too, and a failed collection serves no run series at all. Every value
 comes from the snapshot (ages too are as of the collection's end), so scrapes served the same
 collection get the same bytes.
@@ -20,16 +21,15 @@ from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetr
 from prometheus_client.registry import Collector
 
 from ..errors import CollectionError
-from ..nsml.models import Run
-from ..nsml.paging import run_key
 from ..selfmetrics import ExporterMetrics
 from ..settings import Settings
 from .details import RunDetails
 from .details_families import details_families
 from .health_families import health_families
-from .history import History, ReadFailed, RunSource
+from .reader import Reader, ReadFailed, ReadState, RunSource
 from .shared import SharedCollection
-from .snapshot import Rules, Snapshot
+from .snapshot import Record, Rules, Snapshot
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,18 @@ COUNT_LABELS = ["project_id", "project", "status", "run_type"]
 FINISHED_LABELS = ["project_id", "project", "run_type", "status"]
 #: A run created further than this in the future means TIMEZONE is wrong, not clock drift.
 FUTURE_TOLERANCE = 120.0
+
+
+def rules_of(settings: Settings) -> Rules:
+    return Rules(
+        projects=frozenset(settings.projects),
+        series_statuses=frozenset(settings.run_series_statuses),
+        max_run_series=settings.max_run_series,
+        zone=settings.zone,
+        active_statuses=frozenset(settings.active_statuses),
+        duration_buckets=tuple(settings.duration_buckets),
+        finished_age_buckets=tuple(settings.finished_age_buckets),
+    )
 
 
 class NsmlCollector(Collector):
@@ -58,19 +70,15 @@ class NsmlCollector(Collector):
         self._now = wall_clock
         self._details = details
         self._details_in_background = not once  # --once reads them first: it has one chance
-        self._rules = Rules(
-            projects=frozenset(settings.projects),
-            series_statuses=frozenset(settings.run_series_statuses),
-            max_run_series=settings.max_run_series,
-            zone=settings.zone,
-            active_statuses=frozenset(settings.active_statuses),
-            duration_buckets=tuple(settings.duration_buckets),
-            finished_age_buckets=tuple(settings.finished_age_buckets),
+        self._rules = rules_of(settings)
+        self.store = RunStore(self._rules)
+        self.reader = Reader(
+            settings, source, self.store, self._count, wall_clock=wall_clock, once=once
         )
-        self.history = History(settings, source, self._rules, self._count, wall_clock, once=once)
+        if details is not None:
+            details.follow(self.store, self.reader.pace)
         self._statuses: dict[str, None] = dict.fromkeys(settings.known_statuses)
         self._statuses_lock = threading.Lock()
-        self._last_good: Snapshot | None = None  # written by the one collection in flight
         self._warned_future = False
         self.shared = SharedCollection(
             self.collect_once,
@@ -79,28 +87,35 @@ class NsmlCollector(Collector):
             succeeded=lambda snapshot: snapshot.ok,
         )
 
+    def start(self) -> None:
+        """Start reading the run list (before the first scrape)."""
+        self.reader.start()
+
+    def close(self) -> None:
+        self.reader.close()
+
     # -- collecting --------------------------------------------------------------------------
 
     def collect_once(self) -> Snapshot:
-        """The run list's view now. Never raises: a failure is a `Snapshot` with `ok=False`."""
+        """The store's view now. Never raises: a failure is a `Snapshot` with `ok=False`."""
         started = time.monotonic()
         try:
-            got = self.history.collect()
-            if got.tally is None:
+            state = self.reader.collect()
+            if not state.complete:
                 return replace(
                     self._failure(started, "the first full read is under way"), warming=True
                 )
             with self._statuses_lock:
-                for status in sorted(got.tally.statuses()):
+                for status in sorted(self.store.statuses()):
                     self._statuses.setdefault(status)
                 statuses = list(self._statuses)
-            snapshot = got.tally.snapshot(
+            snapshot = self.store.snapshot(
                 statuses,
+                now=self._now(),
                 duration=time.monotonic() - started,
-                finished=self._now(),
-                total_count=got.total_count,
+                total_count=state.total_count,
             )
-        except ReadFailed as error:  # counted and logged by the background read
+        except ReadFailed as error:  # counted and logged by the reader
             return self._failure(started, str(error))
         except CollectionError as error:
             self._count(error)
@@ -109,24 +124,31 @@ class NsmlCollector(Collector):
             self._metrics.count_error(CollectionError.reason)
             log.exception("collection failed (internal error)")
             return self._failure(started, "internal")
-        snapshot = replace(
-            snapshot,
-            mode=got.mode,
-            view_started=got.view_started,
-            full_read_seconds=got.full_read_seconds,
-            newest_first=got.newest_first,
-        )
+        snapshot = replace(self._health(snapshot, state), ok=True)
         if self._details is not None:
             snapshot = self._with_details(snapshot, self._details)
-        self._last_good = snapshot
         log.debug(
             "collected %d runs (totalCount %d) in %.3fs, %s",
-            got.tally.runs,
-            got.total_count,
+            len(self.store),
+            state.total_count,
             snapshot.duration,
-            got.mode,
+            state.mode,
         )
         return snapshot
+
+    def _health(self, snapshot: Snapshot, state: ReadState) -> Snapshot:
+        """`snapshot` with how the reading stands."""
+        return replace(
+            snapshot,
+            total_count=state.total_count if state.complete else None,
+            last_success=state.last_success,
+            mode=state.mode,
+            view_started=state.view_started,
+            full_read_seconds=state.full_read_seconds,
+            newest_first=state.newest_first,
+            progress=state.progress,
+            stored=len(self.store),
+        )
 
     def _count(self, error: CollectionError) -> None:
         """A failed read: counted by reason, one warning."""
@@ -134,28 +156,16 @@ class NsmlCollector(Collector):
         log.warning("collection failed (%s): %s", error.reason, error)
 
     def _failure(self, started: float, error: str) -> Snapshot:
-        """A failed collection, carrying the last success's totalCount, time and view."""
-        last = self._last_good
-        view = self.history.view
-        return Snapshot(
-            False,
-            time.monotonic() - started,
-            self._now(),
-            error=error,
-            total_count=None if last is None else last.total_count,
-            last_success=0.0 if last is None else last.finished,
-            mode=self.history.mode,
-            view_started=0.0 if view is None else view.started,
-            full_read_seconds=0.0 if view is None else view.seconds,
-            newest_first=self.history.newest_first,
-        )
+        """A failed collection: no runs, with how the reading stands."""
+        failed = Snapshot(False, time.monotonic() - started, self._now(), error=error)
+        return self._health(failed, self.reader.state)
 
     def _with_details(self, snapshot: Snapshot, details: RunDetails) -> Snapshot:
         """The snapshot with the details of its runs with series, as known now; the reads they
         still need are made after it (or first, for `--once`)."""
-        series = [run_key(run) for run, _, _ in snapshot.series]
+        series = [record.key for record in snapshot.series]
         # A run gone (404) is asked again once the run list shows it changed.
-        versions = {run_key(run): (run["status"], updated) for run, _, updated in snapshot.series}
+        versions = {record.key: (record.status, record.updated) for record in snapshot.series}
         if self._details_in_background:
             view = details.view(series)
             details.refresh_in_background(series, versions)
@@ -213,13 +223,13 @@ class NsmlCollector(Collector):
             labels=RUN_LABELS,
         )
         now = snap.finished  # ages as of the collection, like every other value served from it
-        for run, created_at, updated_at in snap.series:
-            labels = _run_labels(run)
-            age.add_metric(labels, now - created_at)
-            created.add_metric(labels, created_at)
-            updated.add_metric(labels, updated_at)
-        if snap.series and now - snap.series[-1][1] < -FUTURE_TOLERANCE:
-            self._warn_future(snap.series[-1][0], snap.series[-1][1] - now)
+        for record in snap.series:
+            labels = _run_labels(record)
+            age.add_metric(labels, now - record.created)
+            created.add_metric(labels, record.created)
+            updated.add_metric(labels, record.updated)
+        if snap.series and now - snap.series[-1].created < -FUTURE_TOLERANCE:
+            self._warn_future(snap.series[-1], snap.series[-1].created - now)
         yield age
         yield created
         yield updated
@@ -254,26 +264,26 @@ class NsmlCollector(Collector):
             last.add_metric(project, created_at)
         yield last
 
-    def _warn_future(self, run: Run, ahead: float) -> None:
+    def _warn_future(self, record: Record, ahead: float) -> None:
         if self._warned_future:
             return
         self._warned_future = True
         log.warning(
             "run %s of project %s was created %.0fs in the future: its times are probably not in "
             "NSML_EXPORTER_TIMEZONE (--timezone) %s; set the API's zone",
-            run["runName"],
-            run["projectName"],
+            record.run,
+            record.project,
             ahead,
             self._settings.timezone,
         )
 
 
-def _run_labels(run: Run) -> list[str]:
+def _run_labels(record: Record) -> list[str]:
     return [
-        run["projectId"],
-        run["projectName"],
-        run["runName"],
-        run.get("runType", ""),
-        run["status"],
-        run["creator"],
+        record.project_id,
+        record.project,
+        record.run,
+        record.run_type,
+        record.status,
+        record.creator,
     ]

@@ -1,19 +1,25 @@
 """GPU and capacity: the projects, and for each run with per-run series its detail (the GPU server)
 and its nodes.
 
-Read after a collection, off the scrape's path, and kept across collections: a run's detail once
-while it has series (its GPU server and image do not change), its node list again after
-`NODES_REFRESH`. One refresh spends at most `DETAIL_REQUESTS` detail and node-page requests,
-oldest runs first, and reads the project list. Each collection serves a view taken as it ends, so
-what a refresh reads shows from the next collection on.
+Read after a collection, off the scrape's path, and kept across collections: a run's detail again
+after `STATUS_REFRESH` (its status goes to the store of runs, so a run that finished shows without
+waiting for a full read of the list), its node list again after `NODES_REFRESH`. One refresh
+spends at most `DETAIL_REQUESTS` detail and node-page requests: first the reads never made, oldest
+runs first, then the stalest. Requests take their turn in the reader's pace (`READ_RATE`). Each
+collection serves a view taken as it ends, so what a refresh reads shows from the next collection
+on.
 
 A failure here never fails the collection: the project families are absent until the list is
 read again, a run stays pending, the request is counted by endpoint and the refresh logs one
 warning. A run whose reads keep failing is asked again only after a back-off (30 s, doubling to
 10 minutes), so it cannot spend the budget of younger runs; the runs that fail three times in a
-row are named once in the log. A 404 means the run is gone: it is dropped quietly and not asked
-again until the run list shows it changed (its status or updateTime). Only `engFullName`,
-`gpuSvrCode` and `imageType` of a detail are decoded; its body is never logged.
+row are named once in the log. A 404 means the run is gone: it leaves the store of runs, and is not
+asked again until the run list shows it changed (its status or updateTime). Only `engFullName`,
+`gpuSvrCode`, `imageType` and `status` of a detail are decoded; its body is never logged.
+
+Threads: a refresh runs on a thread of its own and reads with a pool; `view()` is called by
+collections. Every field below `_lock` is read and written under it only; reads of the API are
+made outside it.
 """
 
 from __future__ import annotations
@@ -25,12 +31,28 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..errors import CollectionError, HTTPStatusError
 from ..nsml.api import NsmlApi
 from ..nsml.models import Node, Project
 from ..nsml.paging import RunKey, read_list
 from ..settings import Settings
+
+
+class Pacer(Protocol):
+    """The reader's pace (`nsml.client.Pace`): a request waits its turn."""
+
+    def wait(self, stop: threading.Event | None = None) -> None: ...
+
+
+class RunsFollowed(Protocol):
+    """What details tell the store of runs (`store.RunStore`)."""
+
+    def set_status(self, key: RunKey, status: str, at: float) -> bool: ...
+
+    def remove(self, key: RunKey) -> bool: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -91,27 +113,40 @@ class RunDetails:
     """Projects, run details and node lists, kept between collections. Thread-safe."""
 
     def __init__(
-        self, api: NsmlApi, settings: Settings, clock: Callable[[], float] = time.monotonic
+        self,
+        api: NsmlApi,
+        settings: Settings,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._api = api
         self._clock = clock
+        self._wall = wall_clock
         self._budget = settings.detail_requests
         self._refresh_after = settings.nodes_refresh
+        self._status_after = settings.status_refresh
+        self._store: RunsFollowed | None = None
+        self._pace: Pacer | None = None
         self._deadline = settings.collect_timeout
         self._first_page = settings.first_page
         self._wanted = frozenset(settings.projects)
         self._lock = threading.Lock()
-        self._info: dict[RunKey, RunInfo] = {}
+        self._info: dict[RunKey, tuple[float, RunInfo]] = {}  # when read, what
         self._nodes: dict[RunKey, tuple[float, dict[str, int]]] = {}
         self._projects: tuple[ProjectInfo, ...] | None = None
         #: (read, run) -> failures in a row, and when it may be asked again
         self._failing: dict[tuple[str, RunKey], tuple[int, float]] = {}
         self._gone: dict[RunKey, object] = {}  # runs answered 404: their version then
-        self._named: set[RunKey] = set()  # runs named in the log as failing
+        self._named: set[tuple[str, RunKey]] = set()  # reads named in the log as failing
         self._version_of: Mapping[RunKey, object] = {}  # the refresh's versions of its runs
         self._running: threading.Thread | None = None
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-details")
+
+    def follow(self, store: RunsFollowed, pace: Pacer) -> None:
+        """Give each detail's status to `store` (a 404 removes the run), and make each request
+        wait its turn in `pace`."""
+        self._store, self._pace = store, pace
 
     def close(self) -> None:
         """Stop: a refresh under way ends without finishing its reads."""
@@ -131,7 +166,8 @@ class RunDetails:
                 del self._gone[gone]
             for read in [read for read in self._failing if read[1] not in wanted]:
                 del self._failing[read]
-            info = {key: self._info[key] for key in keys if key in self._info}
+            self._named = {read for read in self._named if read[1] in wanted}
+            info = {key: self._info[key][1] for key in keys if key in self._info}
             nodes = {key: self._nodes[key][1] for key in keys if key in self._nodes}
             projects = self._projects
         pending = sum(1 for key in keys if key not in info or key not in nodes)
@@ -140,25 +176,33 @@ class RunDetails:
     def plan(
         self, series: Iterable[RunKey], versions: Mapping[RunKey, object] | None = None
     ) -> list[tuple[str, RunKey]]:
-        """The reads `series` needs, oldest run first: a detail not read yet, a node list not
-        read yet or older than `NODES_REFRESH`; none for a run in its back-off, or gone (404)
-        at the version (`versions`: status and updateTime) the run list still gives it."""
+        """The reads `series` needs: first those never made, oldest run first (a detail, a node
+        list), then the stalest again (a detail older than `STATUS_REFRESH`, a node list older
+        than `NODES_REFRESH`); none for a run in its back-off, or gone (404) at the version
+        (`versions`: status and updateTime) the run list still gives it."""
         now = self._clock()
-        wanted: list[tuple[str, RunKey]] = []
+        first: list[tuple[str, RunKey]] = []
+        again: list[tuple[float, int, tuple[str, RunKey]]] = []
         versions = versions or {}
         with self._lock:
-            for key in series:
+            for order, key in enumerate(series):
                 if key in self._gone:
                     if self._gone[key] == versions.get(key):
                         continue
                     del self._gone[key]
-                if key not in self._info:
-                    wanted.append(("run", key))
-                read = self._nodes.get(key)
-                if read is None or now - read[0] >= self._refresh_after:
-                    wanted.append(("nodes", key))
-            failing = self._failing
-        return [read for read in wanted if read not in failing or now >= failing[read][1]]
+                for kind, done, every in (
+                    ("run", self._info.get(key), self._status_after),
+                    ("nodes", self._nodes.get(key), self._refresh_after),
+                ):
+                    read = (kind, key)
+                    failing = self._failing.get(read)
+                    if failing is not None and now < failing[1]:
+                        continue  # in its back-off
+                    if done is None:
+                        first.append(read)
+                    elif now - done[0] >= every:
+                        again.append((done[0], order, read))
+        return first + [read for _, _, read in sorted(again)]
 
     def refresh_in_background(
         self, series: Iterable[RunKey], versions: Mapping[RunKey, object] | None = None
@@ -202,14 +246,17 @@ class RunDetails:
                 failed[0],
             )
         with self._lock:
-            keep = {k for (_, k), (n, _) in self._failing.items() if n >= FAILING_AFTER}
+            keep = {read for read, (n, _) in self._failing.items() if n >= FAILING_AFTER}
             new = sorted(keep - self._named)
             self._named.update(new)
         if new:
             log.warning(
-                "details: %d run(s) keep failing, asked again only after a back-off: %s",
+                "details: %d read(s) keep failing, asked again only after a back-off: %s",
                 len(new),
-                ", ".join(f"{name} of project {project}" for project, name in new[:10]),
+                ", ".join(
+                    f"{'detail' if kind == 'run' else 'nodes'} of run {name} of project {project}"
+                    for kind, (project, name) in new[:10]
+                ),
             )
 
     def _read_projects(self, deadline: float) -> None:
@@ -259,12 +306,14 @@ class RunDetails:
                 self._nodes.pop(key, None)
                 self._failing.pop(item, None)
                 self._gone[key] = self._version_of.get(key)
+            if self._store is not None:
+                self._store.remove(key)
             return None
         except CollectionError as error:
             return self._failed(item, error)
         with self._lock:
             self._failing.pop(item, None)
-            self._named.discard(key)
+            self._named.discard(item)
         return None
 
     def _failed(self, item: tuple[str, RunKey], error: CollectionError) -> str:
@@ -275,7 +324,12 @@ class RunDetails:
             self._failing[item] = (count, self._clock() + delay)
         return str(error)
 
+    def _wait_turn(self) -> None:
+        if self._pace is not None:
+            self._pace.wait(self._closed)
+
     def _read_detail(self, key: RunKey, deadline: float) -> None:
+        self._wait_turn()
         detail = self._api.get_run(key[0], key[1], deadline)
         code = detail.get("gpuSvrCode")
         info = RunInfo(
@@ -284,12 +338,16 @@ class RunDetails:
             detail.get("imageType", ""),
         )
         with self._lock:
-            self._info[key] = info
+            self._info[key] = (self._clock(), info)
+        status = detail.get("status")
+        if status and self._store is not None:
+            self._store.set_status(key, status, self._wall())
 
     def _read_nodes(self, key: RunKey, budget: _Budget, deadline: float) -> None:
         def page(number: int) -> tuple[list[Node], int]:
             if not budget.take():
                 raise _Spent
+            self._wait_turn()
             got = self._api.get_nodes(key[0], key[1], number, deadline)
             return got["nodes"], got["totalCount"]
 

@@ -7,18 +7,23 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from ..nsml.models import Run
-from ..nsml.paging import run_key
 from .details import DetailsView
+from .snapshot import Record
 
 PROJECT_LABELS = ["project_id", "project"]
 INFO_LABELS = ["project_id", "project", "run", "gpu_server", "gpu_server_code", "image_type"]
 NODE_LABELS = ["project_id", "project", "run", "state"]
 
 
-def details_families(
-    view: DetailsView, series: Iterable[tuple[Run, float, float]]
-) -> Iterator[Metric]:
+def details_families(view: DetailsView, series: Iterable[Record]) -> Iterator[Metric]:
+    """The GPU and capacity families of one collection's runs with series.
+
+    nsml_project_info{project="vision-research",project_id="k3x9",status="CREATED"} 1.0
+    nsml_project_nodes{project="vision-research",project_id="k3x9"} 4.0
+    nsml_run_info{gpu_server="A100 80GB",gpu_server_code="29",image_type="BASE",...} 1.0
+    nsml_run_nodes{project="vision-research",project_id="k3x9",run="12",state="RUNNING"} 2.0
+    nsml_run_details_pending 0.0
+    """
     if view.projects is not None:
         info = GaugeMetricFamily(
             "nsml_project_info",
@@ -42,9 +47,9 @@ def details_families(
     run_nodes = GaugeMetricFamily(
         "nsml_run_nodes", "The run's nodes in each node state", labels=NODE_LABELS
     )
-    for run, _, _ in series:
-        key = run_key(run)
-        labels = [run["projectId"], run["projectName"], run["runName"]]
+    for record in series:
+        key = record.key
+        labels = [record.project_id, record.project, record.run]
         found = view.info.get(key)
         if found is not None:
             run_info.add_metric(

@@ -22,16 +22,22 @@ from ..errors import HTTPStatusError
 from ..settings import Settings
 from .api import NsmlApi, RequestObserver
 from .models import RunPage
-from .paging import Created, GetPage, RunKey, RunList, Take, read_head, read_run_list
+from .paging import (
+    Created,
+    GetPage,
+    Progress,
+    RunKey,
+    RunList,
+    Take,
+    read_head,
+    read_run_list,
+)
 from .retry import with_retries
 
 log = logging.getLogger(__name__)
 
 #: The page size asked after an API refused a larger one with 400: the documented examples' own.
 FALLBACK_PAGE_SIZE = 100
-#: Most pages one read of the list's head reads: a burst of new runs beyond that waits for the
-#: next full read.
-HEAD_PAGES = 10
 
 
 class Pace:
@@ -62,6 +68,10 @@ class Pace:
         delay = self._take()
         if delay > 0:
             (stop or threading.Event()).wait(delay)
+
+    def set_rate(self, rate: float) -> None:
+        with self._lock:
+            self._rate = rate
 
     def charge(self, requests: int = 1) -> None:
         for _ in range(requests):
@@ -111,38 +121,51 @@ class NsmlClient:
         take: Take,
         created: Created,
         *,
-        deadline: float | None,
+        deadline: Callable[[], float | None],
         pace: Callable[[], None] = lambda: None,
+        progress: Progress | None = None,
     ) -> RunList:
-        """Read every page of the run list, each distinct run handed to `take`. `deadline` (a
-        `time.monotonic()` value) bounds the whole read; None gives each page its own."""
+        """Read the run list from where `progress` says to its end, each run handed to `take`.
+        `deadline()` (a `time.monotonic()` value, asked as each page starts) bounds the read;
+        None gives each page its own."""
         timings: list[float] = []
+        progress = progress if progress is not None else Progress()
 
         def get(page: int) -> RunPage:
             pace()
             started = time.monotonic()
             try:
-                return self.get_page(page, deadline)
+                return self.get_page(page, deadline())
             finally:
                 timings.append(time.monotonic() - started)
 
         try:
-            result = self._read(get, take, created)
+            result = self._read(get, take, created, progress)
         except HTTPStatusError as error:
-            if error.status != 400 or self.api.page_size <= FALLBACK_PAGE_SIZE or timings[1:]:
+            if (
+                error.status != 400
+                or self.api.page_size <= FALLBACK_PAGE_SIZE
+                or timings[1:]
+                or progress.pages
+            ):
                 raise
+            asked, self.api.page_size = self.api.page_size, FALLBACK_PAGE_SIZE
+            try:
+                result = self._read(get, take, created, progress)
+            except HTTPStatusError as again:
+                # Refused at the smaller size too: the page size was not the problem.
+                self.api.page_size = asked
+                raise again from None
             log.warning(
                 "the API refused pageSize=%d (%s); asking for %d from now on",
-                self.api.page_size,
+                asked,
                 error,
                 FALLBACK_PAGE_SIZE,
             )
-            self.api.page_size = FALLBACK_PAGE_SIZE
-            result = self._read(get, take, created)
         self._latency = sum(timings) / len(timings) if timings else 0.0
         return result
 
-    def _read(self, get: GetPage, take: Take, created: Created) -> RunList:
+    def _read(self, get: GetPage, take: Take, created: Created, progress: Progress) -> RunList:
         return read_run_list(
             get,
             first_page=self._first_page,
@@ -150,27 +173,27 @@ class NsmlClient:
             take=take,
             created=created,
             map_pages=self._ordered,
+            progress=progress,
         )
 
     def read_head(
         self,
-        since: float,
         known: Callable[[RunKey], bool],
         take: Take,
-        created: Created,
         *,
         deadline: float,
+        max_pages: int,
+        pace: Callable[[], None] = lambda: None,
     ) -> tuple[int, int]:
-        """The runs created at or after `since` at the head of a newest-first list, but the
-        `known`: (pages read, totalCount)."""
+        """The head of a newest-first list down to a page ending with a `known` run: (pages
+        read, totalCount)."""
+
+        def get(page: int) -> RunPage:
+            pace()
+            return self.get_page(page, deadline)
+
         return read_head(
-            partial(self.get_page, deadline=deadline),
-            first_page=self._first_page,
-            since=since,
-            known=known,
-            take=take,
-            created=created,
-            max_pages=HEAD_PAGES,
+            get, first_page=self._first_page, known=known, take=take, max_pages=max_pages
         )
 
     def _ordered(self, get: GetPage, pages: Iterable[int]) -> Iterator[RunPage]:

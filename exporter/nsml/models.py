@@ -69,15 +69,17 @@ class ProjectPage(TypedDict):
 
 
 class RunDetail(TypedDict):
-    """`GET /projects/{projectId}/runs/{runName}`: the GPU server and the image kind, nothing
-    more. `command`, `envs`, `imagePath` and `note` often hold tokens: they are not fields here,
-    so they are never decoded into anything the exporter keeps, logs or serves."""
+    """`GET /projects/{projectId}/runs/{runName}`: the GPU server, the image kind and the run's
+    status, nothing more. `command`, `envs`, `imagePath` and `note` often hold tokens: they
+    are not fields here, so they are never decoded into anything the exporter keeps, logs or
+    serves."""
 
     __pydantic_config__ = _STRICT  # type: ignore[misc]
 
     engFullName: NotRequired[str]
     gpuSvrCode: NotRequired[int]
     imageType: NotRequired[str]
+    status: NotRequired[str]
 
 
 class Node(TypedDict):

@@ -2,13 +2,13 @@
 
 `read_run_list` is a plain function of "get page N": it knows nothing of HTTP. The first page
 gives `totalCount`; the others are read with `map_pages` (the builtin `map`, or an ordered map
-over a thread pool), in page order, and each distinct run is handed to `take` once: nothing holds
-the whole list, so a history of a million runs costs a set of names, not a million dicts.
+over a thread pool), in page order, and each run is handed to `take` as its page arrives: nothing
+holds the whole list. The caller settles runs by identity (`collection.store`), so a list that
+shifts under the reader (runs created, finished or deleted between two pages) is no error.
 
-Runs are deduplicated by (`projectId`, `runName`), and the pages are checked against each other
-and against `totalCount`, so that an API that ignores `page`, pages forever, or lies about its size
-fails loudly (`inconsistent`) instead of serving wrong numbers. What the docs leave open (pages
-from 0 or 1, a server-side cap on `pageSize`, runs added while we page, the list's order) is
+What `totalCount` can prove is checked, so that an API that ignores `page`, pages forever, or
+ends its list early fails loudly (`inconsistent`) instead of serving wrong numbers. What the
+docs leave open (pages from 0 or 1, a server-side cap on `pageSize`, the list's order) is
 followed and checked rather than assumed.
 """
 
@@ -35,50 +35,31 @@ Take = Callable[[Run], None]
 Created = Callable[[Run], float]
 
 
-def _compact(name: str) -> int | str:
-    """A run name as it is kept: a canonical decimal (NSML numbers runs in order) as an int,
-    which costs half a string; anything else as it is."""
-    if name.isascii() and name.isdigit() and len(name) < 19 and (name == "0" or name[0] != "0"):
-        return int(name)
-    return name
-
-
-class SeenRuns:
-    """The runs one read has taken, compactly: per project, a set of run names."""
-
-    def __init__(self) -> None:
-        self._by_project: dict[str, set[int | str]] = {}
-        self._count = 0
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __contains__(self, key: RunKey) -> bool:
-        names = self._by_project.get(key[0])
-        return names is not None and _compact(key[1]) in names
-
-    def add(self, key: RunKey) -> bool:
-        """Remember `key`; False when it was there already."""
-        names = self._by_project.setdefault(key[0], set())
-        name = _compact(key[1])
-        if name in names:
-            return False
-        names.add(name)
-        self._count += 1
-        return True
-
-
 @dataclass(frozen=True, slots=True)
 class RunList:
     """What one full read of the run list found, besides the runs it handed to `take`."""
 
+    #: The last page's `totalCount`.
     total_count: int
+    #: Pages read by this call (a resumed read counts from where it resumed).
     pages: int
-    distinct: int
     #: Runs per page as the API served them (it may cap `pageSize` below what was asked).
     page_size: int
     #: Every page listed runs newest first, and each page continued where the last one ended.
     newest_first: bool
+    #: Most runs a page listed past its own `totalCount` (0 for an API that tells the truth).
+    past_total: int = 0
+
+
+@dataclass(slots=True)
+class Progress:
+    """Where a full read has got: pages read in order from the first, and the page size. A read
+    that fails resumes from here (`read_run_list(resume=...)`)."""
+
+    pages: int = 0
+    page_size: int = 0
+    total_count: int = 0
+    planned: int = 0
 
 
 def first_page_hint(first_page: int) -> str:
@@ -121,113 +102,112 @@ def read_run_list(
     take: Take,
     created: Created,
     map_pages: MapPages = map,
+    progress: Progress | None = None,
 ) -> RunList:
-    """Every page of the run list, checked for consistency; each distinct run goes to `take`
-    once, in list order. Raises `CollectionError`."""
+    """Every page of the run list from where `progress` says (the first page for a new read),
+    each run handed to `take` in list order; `progress` follows the pages read, so that a read
+    that fails can resume. Raises `CollectionError`.
+
+    A list that changes while it is paged is no error: a run pushed onto the next page is handed
+    over twice (the caller settles runs by identity), one pulled back onto a page already read
+    is missed (the next read has it). Only what `totalCount` proves fails the read: a page that
+    ends the list before its own `totalCount` says, an API that ignores `page`, pages that never
+    end. Runs listed past `totalCount` are taken and counted in `past_total`.
+    """
+    progress = progress if progress is not None else Progress()
     hint = first_page_hint(first_page)
+    start = progress.pages
     try:
-        first = get_page(first_page)
+        first = get_page(first_page + start)
     except HTTPStatusError as error:
-        if error.status != 400 or first_page != 0:
+        if error.status != 400 or first_page != 0 or start:
             raise
         # A 1-based API refuses page 0 outright.
         raise HTTPStatusError(f"{error}{hint}", status=400) from None
-    totals = [first["totalCount"]]
-    if not first["runList"]:
-        if first["totalCount"]:
-            raise InconsistentPagingError(
-                f"page {first_page} is empty but totalCount is {first['totalCount']}{hint}"
-            )
-        return RunList(0, 1, 0, page_size, True)
-    returned = len(first["runList"])
-    # The server's real page size: it may cap pageSize below what we asked, or ignore it.
-    step = returned if returned < first["totalCount"] else page_size
-    planned = max(1, math.ceil(first["totalCount"] / step))
-    seen = SeenRuns()
+    if start == 0:
+        returned = len(first["runList"])
+        if not returned:
+            if first["totalCount"]:
+                raise InconsistentPagingError(
+                    f"page {first_page} is empty but totalCount is {first['totalCount']}{hint}"
+                )
+            progress.pages, progress.page_size, progress.total_count = 1, page_size, 0
+            return RunList(0, 1, page_size, True)
+        # The server's real page size: it may cap pageSize below what we asked, or ignore it.
+        progress.page_size = returned if returned < first["totalCount"] else page_size
+    step = progress.page_size
+    planned = max(start + 1, math.ceil(first["totalCount"] / step))
+    progress.planned = planned
     order = _OrderCheck(created)
     first_keys = list(map(run_key, first["runList"]))
+    past = 0
 
-    def fold(number: int, page: RunPage) -> int:
-        runs = page["runList"]
-        totals.append(page["totalCount"])
-        if number != first_page and len(runs) == step and list(map(run_key, runs)) == first_keys:
+    def fold(index: int, page: RunPage) -> int:
+        nonlocal past
+        runs, total = page["runList"], page["totalCount"]
+        number = first_page + index
+        if index != start and len(runs) == step and list(map(run_key, runs)) == first_keys:
             raise InconsistentPagingError(
                 f"the API ignores page: page {number} returned the same runs as page "
-                f"{first_page}{hint}"
+                f"{first_page + start}{hint}"
             )
+        missing = min(step, total - index * step) - len(runs)
+        if missing > 0:  # fewer runs than its own totalCount puts at its place
+            short = total - index * step - len(runs)
+            raise InconsistentPagingError(
+                f"page {number} lists {len(runs)} runs and ends the list, but its totalCount "
+                f"({total}) says {short} more follow{hint if short == step else ''}"
+            )
+        past = max(past, index * step + len(runs) - total)
         order.page(runs)
         for run in runs:
-            if seen.add(run_key(run)):
-                take(run)
+            take(run)
+        progress.pages, progress.total_count = index + 1, total
         return len(runs)
 
-    fold(first_page, first)
-    rest = range(first_page + 1, first_page + planned)
-    last = returned
-    for number, page in zip(rest, map_pages(get_page, rest), strict=True):
-        last = fold(number, page)
-    # The list grew while we read it: follow it, but never forever.
-    bound = 2 * planned + 2
-    fetched = planned
-    while fetched < math.ceil(max(totals) / step) and last >= step:
-        if fetched >= bound:
+    last = fold(start, first)
+    rest = range(start + 1, planned)
+    for index, page in zip(rest, map_pages(get_page, [first_page + i for i in rest]), strict=True):
+        last = fold(index, page)
+    # A full last page: the list grew while we read it, or totalCount understates it. Follow
+    # it to its end, but never forever.
+    index = max(planned, start + 1)
+    while last >= step:
+        if index >= 2 * planned + 2:
             raise InconsistentPagingError(
                 f"the API kept returning pages past totalCount ({first['totalCount']}) "
-                f"after {fetched} pages"
+                f"after {index} pages"
             )
-        last = fold(first_page + fetched, get_page(first_page + fetched))
-        fetched += 1
-    if len(seen) < max(totals):
-        # Runs were added (or removed) at the head while we paged, shifting others past what
-        # we read: read the head once more before calling the list inconsistent.
-        again = get_page(first_page)
-        totals.append(again["totalCount"])
-        for run in again["runList"]:
-            if seen.add(run_key(run)):
-                take(run)
-        if len(seen) < min(totals):
-            raise InconsistentPagingError(
-                f"read {len(seen)} distinct runs but totalCount is {totals[-1]}{hint}"
-            )
-    if len(seen) > max(totals):
-        raise InconsistentPagingError(
-            f"read {len(seen)} distinct runs but totalCount is at most {max(totals)}: "
-            "the API returns runs past totalCount"
-        )
-    return RunList(totals[-1], fetched, len(seen), step, order.holds)
+        last = fold(index, get_page(first_page + index))
+        index += 1
+    return RunList(progress.total_count, index - start, step, order.holds, past)
 
 
 def read_head(
     get_page: GetPage,
     *,
     first_page: int,
-    since: float,
     known: Callable[[RunKey], bool],
     take: Take,
-    created: Created,
     max_pages: int,
 ) -> tuple[int, int]:
-    """The runs at the head of a newest-first list created at or after `since` and not
-    `known`, each handed to `take` once. Pages are read until one reaches an older run, comes
-    back short, or `max_pages` were read. Returns the pages read and the first's totalCount."""
-    seen = SeenRuns()
-    step = total = 0
-    for number in range(first_page, first_page + max_pages):
-        page = get_page(number)
+    """The head of a newest-first list, down to the first page that ends with a run already
+    `known`: every run on those pages goes to `take` (new runs, and the newest known ones with
+    their current status). Known is by identity, not by time, so a run dated in the future at
+    the head hides nothing below it. Stops at a short page, or after `max_pages`. Returns the
+    pages read and the first's totalCount."""
+    total = step = 0
+    for read in range(1, max_pages + 1):
+        page = get_page(first_page + read - 1)
         runs = page["runList"]
-        if number == first_page:
+        if read == 1:
             total = page["totalCount"]
         step = max(step, len(runs))
-        older = False
+        reached = bool(runs) and known(run_key(runs[-1]))
         for run in runs:
-            if created(run) < since:
-                older = True
-                break
-            key = run_key(run)
-            if not known(key) and seen.add(key):
-                take(run)
-        if older or not runs or len(runs) < step:
-            return number - first_page + 1, total
+            take(run)
+        if reached or len(runs) < step or not runs or read * step >= total:
+            return read, total
     return max_pages, total
 
 

@@ -1,0 +1,507 @@
+"""The store of runs: every run of the list by identity, and the aggregates the metrics need.
+
+A run is identified by (`projectId`, `runName`). Whatever reads the API writes here: a full read
+(a *reconciliation pass*) puts every run it pages through, a read of the list's head puts the new
+runs at its top, a run's detail sets its status, a 404 removes it. The store does not care in
+which order these come, nor how often a run is put: a run put twice is one run, with its last
+fields. So a list that shifts while it is paged (runs created, finished, deleted between two
+pages) never makes a read fail: it only decides which runs the pass saw.
+
+Reconciliation is mark and sweep. `begin_pass()` flips the *mark* that `put` stamps on a run;
+`end_pass()` removes every run that does not carry it: runs that existed before the pass began and
+that it did not see. Runs a head read added during the pass carry the new mark already, so they
+stay. A run that offset paging skipped (a run deleted ahead of it pulled it onto a page already
+read) is removed, and the next pass brings it back: between two passes the error is at most the
+list's changes during one.
+
+The aggregates are kept current as runs come and go, so a scrape costs work in the number of
+series it serves, not in the number of runs: every metric is one `Aggregate`, fed each run's
+`Record` with +1 as it enters and -1 as it leaves. Adding a run metric is one aggregate and one
+family.
+
+Memory: a run is one Python int in a per-project dict keyed by its name (a decimal name, NSML's
+own numbering, kept as an int): its times in milliseconds and its strings as indexes into one
+table of distinct strings. About 130 bytes a run, so a million runs fit in well under 256 MB.
+
+Threads: every method takes the store's one lock, briefly. Readers of the API may put runs from
+several threads at once. `snapshot()` copies what it needs under the lock and builds the
+`Snapshot` outside it; `end_pass()` sweeps a project at a time, so a scrape never waits for a
+whole sweep.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from bisect import bisect_left, insort
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from math import inf
+from typing import Protocol
+
+from ..errors import InvalidResponseError
+from ..nsml.models import Run, to_timestamp
+from ..nsml.paging import RunKey
+from .snapshot import CountKey, Histogram, HistogramKey, Record, Rules, Snapshot
+
+#: The bits of a packed record, from the lowest: the pass mark, then four string indexes
+#: (project name, run type, status, creator), then updateTime and createTime in milliseconds
+#: (offset, so that a time before 1970 packs too).
+_MARK_BITS, _STRING_BITS, _TIME_BITS = 1, 24, 46
+_STRING_MASK = (1 << _STRING_BITS) - 1
+_TIME_MASK = (1 << _TIME_BITS) - 1
+_TIME_OFFSET = 1 << (_TIME_BITS - 1)
+_MAX_STRINGS = 1 << _STRING_BITS
+
+Name = int | str  # a run name as kept: a canonical decimal as an int
+
+
+class Aggregate(Protocol):
+    """One metric's running total over the runs in the store."""
+
+    def change(self, record: Record, sign: int) -> None:
+        """`record` entered the store (`sign` +1) or left it (-1)."""
+
+
+def compact(name: str) -> Name:
+    """A run name as it is kept: a canonical decimal (NSML numbers runs in order) as an int,
+    which costs half a string; anything else as it is."""
+    if name.isascii() and name.isdigit() and len(name) < 19 and (name == "0" or name[0] != "0"):
+        return int(name)
+    return name
+
+
+def to_milliseconds(seconds: float) -> int:
+    """The store keeps times to the millisecond (the API gives whole seconds)."""
+    return round(seconds * 1000)
+
+
+def record_of(run: Run, rules: Rules) -> Record:
+    """A run of the API as the store keeps it; raises `InvalidResponseError` for a date the
+    platform cannot convert."""
+    try:
+        created = to_milliseconds(to_timestamp(run["createTime"], rules.zone)) / 1000
+        updated = to_milliseconds(to_timestamp(run["updateTime"], rules.zone)) / 1000
+    except (ValueError, OverflowError):
+        raise InvalidResponseError(
+            f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
+            "is not a valid date and time"
+        ) from None
+    return Record(
+        run["projectId"],
+        run["projectName"],
+        run["runName"],
+        run.get("runType", ""),
+        run["status"],
+        run["creator"],
+        created,
+        updated,
+    )
+
+
+# -- the aggregates ---------------------------------------------------------------------------
+
+
+class Counts:
+    """`nsml_runs`: runs by (project_id, run_type, status), and each project's name."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self.names: dict[str, str] = {}
+
+    def change(self, record: Record, sign: int) -> None:
+        key = (record.project_id, record.run_type, record.status)
+        self.counts[key] += sign
+        if not self.counts[key]:
+            del self.counts[key]
+        if sign > 0:
+            self.names[record.project_id] = record.project
+
+
+class Durations:
+    """`nsml_run_duration_seconds`: updateTime minus createTime of finished runs. Sums are kept
+    in whole milliseconds, so that runs leaving take away exactly what they brought."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.counts: dict[tuple[str, str, str], list[int]] = {}
+        self.sums: Counter[tuple[str, str, str]] = Counter()
+
+    def change(self, record: Record, sign: int) -> None:
+        if record.status in self.rules.active_statuses:
+            return
+        key = (record.project_id, record.run_type, record.status)
+        bounds = self.rules.duration_buckets
+        counts = self.counts.get(key)
+        if counts is None:
+            counts = self.counts[key] = [0] * (len(bounds) + 1)
+        value = to_milliseconds(record.updated) - to_milliseconds(record.created)
+        counts[bisect_left(bounds, value / 1000)] += sign  # value <= bound: that bound's bucket
+        self.sums[key] += sign * value
+        if not any(counts):
+            del self.counts[key], self.sums[key]
+
+    def histogram(self, key: tuple[str, str, str]) -> Histogram:
+        return Histogram(list(self.counts[key]), self.sums[key] / 1000)
+
+
+class FinishedTimes:
+    """`nsml_run_finished_age_seconds`: the updateTimes of finished runs (whole milliseconds),
+    sorted, per key, so that the histogram of their ages now costs a binary search per bucket,
+    not a pass over the runs."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.times: dict[tuple[str, str, str], list[int]] = {}
+        self.sums: Counter[tuple[str, str, str]] = Counter()
+
+    def change(self, record: Record, sign: int) -> None:
+        if record.status in self.rules.active_statuses:
+            return
+        key = (record.project_id, record.run_type, record.status)
+        updated = to_milliseconds(record.updated)
+        if sign > 0:
+            insort(self.times.setdefault(key, []), updated)
+            self.sums[key] += updated
+            return
+        times = self.times[key]
+        del times[bisect_left(times, updated)]
+        self.sums[key] -= updated
+        if not times:
+            del self.times[key], self.sums[key]
+
+    def histogram(self, key: tuple[str, str, str], now: float) -> Histogram:
+        """The ages at `now`, bucketed: a run aged at most `le` finished at or after now - le."""
+        times = self.times[key]
+        bounds = self.rules.finished_age_buckets
+        at_most = [
+            len(times) - bisect_left(times, to_milliseconds(now - bound)) for bound in bounds
+        ]
+        counts = [b - a for a, b in zip([0, *at_most], [*at_most, len(times)], strict=True)]
+        return Histogram(counts, len(times) * now - self.sums[key] / 1000)
+
+
+class Newest:
+    """`nsml_project_last_created_timestamp_seconds`: each project's newest createTime. A
+    removal of the newest run marks the project for a rescan at the next snapshot."""
+
+    def __init__(self) -> None:
+        self.newest: dict[str, float] = {}
+        self.stale: set[str] = set()
+
+    def change(self, record: Record, sign: int) -> None:
+        project = record.project_id
+        if sign > 0:
+            if record.created > self.newest.get(project, -inf):
+                self.newest[project] = record.created
+        elif record.created >= self.newest.get(project, -inf):
+            self.stale.add(project)
+
+
+class Series:
+    """Per-run series: the runs whose status is in `RUN_SERIES_STATUSES`."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.runs: dict[RunKey, Record] = {}
+
+    def change(self, record: Record, sign: int) -> None:
+        if record.status not in self.rules.series_statuses:
+            return
+        if sign > 0:
+            self.runs[record.key] = record
+        else:
+            self.runs.pop(record.key, None)
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PassStats:
+    """What one reconciliation pass did to the store."""
+
+    seen: int = 0  # distinct runs it put
+    added: int = 0  # of those, runs the store did not hold
+    removed: int = 0  # runs the sweep removed
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """The store as `statefile` writes and reads it: the string table and each project's runs
+    as (name, packed record) pairs."""
+
+    strings: list[str]
+    runs: dict[str, list[tuple[Name, int]]] = field(default_factory=dict)
+
+
+def unpack(strings: list[str], project_id: str, name: Name, packed: int) -> Record:
+    """A packed record, its strings read from `strings`."""
+    packed >>= _MARK_BITS
+    project = strings[packed & _STRING_MASK]
+    packed >>= _STRING_BITS
+    run_type = strings[packed & _STRING_MASK]
+    packed >>= _STRING_BITS
+    status = strings[packed & _STRING_MASK]
+    packed >>= _STRING_BITS
+    creator = strings[packed & _STRING_MASK]
+    packed >>= _STRING_BITS
+    updated = ((packed & _TIME_MASK) - _TIME_OFFSET) / 1000
+    created = ((packed >> _TIME_BITS) - _TIME_OFFSET) / 1000
+    return Record(project_id, project, str(name), run_type, status, creator, created, updated)
+
+
+class RunStore:
+    """Every run by identity, with the aggregates kept current. Thread-safe (see the module)."""
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        rules = self.rules
+        self._runs: dict[str, dict[Name, int]] = {}  # project_id -> name -> packed record
+        self._strings: list[str] = []
+        self._index: dict[str, int] = {}
+        self._mark = 0
+        self._pass: PassStats | None = None
+        self._counts = Counts()
+        self._durations = Durations(rules)
+        self._finished = FinishedTimes(rules)
+        self._newest = Newest()
+        self._series = Series(rules)
+        self._aggregates: tuple[Aggregate, ...] = (
+            self._counts,
+            self._durations,
+            self._finished,
+            self._newest,
+            self._series,
+        )
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def clear(self) -> None:
+        """Forget every run (a saved store that would not load)."""
+        with self._lock:
+            self._reset()
+
+    def __contains__(self, key: RunKey) -> bool:
+        with self._lock:
+            names = self._runs.get(key[0])
+            return names is not None and compact(key[1]) in names
+
+    def get(self, key: RunKey) -> Record | None:
+        with self._lock:
+            packed = self._runs.get(key[0], {}).get(compact(key[1]))
+            return None if packed is None else unpack(self._strings, key[0], key[1], packed)
+
+    # -- packing (the lock held) ----------------------------------------------------------------
+
+    def _string(self, text: str) -> int:
+        index = self._index.get(text)
+        if index is None:
+            index = len(self._strings)
+            if index >= _MAX_STRINGS:
+                raise InvalidResponseError("more distinct names than the store can hold")
+            self._strings.append(text)
+            self._index[text] = index
+        return index
+
+    def _pack(self, record: Record, mark: int) -> int:
+        packed = to_milliseconds(record.created) + _TIME_OFFSET
+        packed = packed << _TIME_BITS | (to_milliseconds(record.updated) + _TIME_OFFSET)
+        for text in (record.creator, record.status, record.run_type, record.project):
+            packed = packed << _STRING_BITS | self._string(text)
+        return packed << _MARK_BITS | mark
+
+    def _counted(self, record: Record) -> bool:
+        projects = self.rules.projects
+        return not projects or bool({record.project_id, record.project} & projects)
+
+    def _enter(self, record: Record, sign: int) -> None:
+        if self._counted(record):
+            for aggregate in self._aggregates:
+                aggregate.change(record, sign)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put(self, record: Record) -> bool:
+        """`record` in place of the run with its identity, marked as seen by the pass under way
+        (if any). True when the store did not hold that run."""
+        name = compact(record.run)
+        with self._lock:
+            runs = self._runs.setdefault(record.project_id, {})
+            old = runs.get(name)
+            packed = self._pack(record, self._mark)
+            if self._pass is not None and (old is None or old & 1 != self._mark):
+                self._pass.seen += 1
+            if old is not None and old >> _MARK_BITS == packed >> _MARK_BITS:
+                runs[name] = packed  # unchanged: only its mark
+                return False
+            runs[name] = packed
+            if old is not None:
+                self._enter(unpack(self._strings, record.project_id, name, old), -1)
+            else:
+                self._size += 1
+                if self._pass is not None:
+                    self._pass.added += 1
+            # What enters is what leaves later: the record as packed (times to the millisecond).
+            self._enter(unpack(self._strings, record.project_id, name, packed), +1)
+            return old is None
+
+    def set_status(self, key: RunKey, status: str, at: float) -> bool:
+        """The run's status as its detail gives it. A detail has no updateTime: a changed
+        status takes `at` (when it was read) as its updateTime until a read of the list gives
+        the real one. False when the store does not hold the run or nothing changed."""
+        name = compact(key[1])
+        with self._lock:
+            runs = self._runs.get(key[0], {})
+            old = runs.get(name)
+            if old is None:
+                return False
+            record = unpack(self._strings, key[0], name, old)
+            if record.status == status:
+                return False
+            new = record._replace(status=status, updated=max(at, record.created))
+            packed = self._pack(new, old & 1)
+            runs[name] = packed
+            self._enter(record, -1)
+            self._enter(unpack(self._strings, key[0], name, packed), +1)
+            return True
+
+    def remove(self, key: RunKey) -> bool:
+        """Forget the run (its detail answered 404). False when it was not held."""
+        name = compact(key[1])
+        with self._lock:
+            runs = self._runs.get(key[0])
+            old = None if runs is None else runs.pop(name, None)
+            if old is None:
+                return False
+            self._gone(key[0], name, old)
+            return True
+
+    def _gone(self, project_id: str, name: Name, packed: int) -> None:
+        self._size -= 1
+        self._enter(unpack(self._strings, project_id, name, packed), -1)
+
+    # -- reconciliation -------------------------------------------------------------------------
+
+    def begin_pass(self) -> None:
+        """A reconciliation pass starts: runs put from now on carry the new mark. A pass already
+        under way (one that failed, to be resumed) goes on with its own."""
+        with self._lock:
+            if self._pass is None:
+                self._mark ^= 1
+                self._pass = PassStats()
+
+    def end_pass(self) -> PassStats:
+        """The pass read the whole list: remove the runs it did not see."""
+        with self._lock:
+            stats, self._pass = self._pass or PassStats(), None
+            mark = self._mark
+            projects = list(self._runs)
+        for project_id in projects:  # a project at a time: scrapes get the lock between
+            with self._lock:
+                runs = self._runs.get(project_id, {})
+                unseen = [(name, packed) for name, packed in runs.items() if packed & 1 != mark]
+                for name, packed in unseen:
+                    del runs[name]
+                    self._gone(project_id, name, packed)
+                stats.removed += len(unseen)
+                if not runs:
+                    self._runs.pop(project_id, None)
+        return stats
+
+    def pass_seen(self) -> int:
+        """Distinct runs the pass under way has put so far."""
+        with self._lock:
+            return 0 if self._pass is None else self._pass.seen
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def statuses(self) -> set[str]:
+        with self._lock:
+            return {status for _, _, status in self._counts.counts}
+
+    def snapshot(
+        self, statuses: Iterable[str], *, now: float, duration: float, total_count: int
+    ) -> Snapshot:
+        """The metrics of every run held, as of `now`: counts zero-filled with `statuses`
+        (known and ever seen, which must include every status held), per-run series for the
+        oldest `MAX_RUN_SERIES` eligible runs."""
+        rules = self.rules
+        with self._lock:
+            self._rescan_newest()
+            counts = dict(self._counts.counts)
+            names = dict(self._counts.names)
+            durations = {key: self._durations.histogram(key) for key in self._durations.counts}
+            finished = {key: self._finished.histogram(key, now) for key in self._finished.times}
+            newest = dict(self._newest.newest)
+            eligible = list(self._series.runs.values())
+        filled: dict[CountKey, int] = {}
+        statuses = list(statuses)
+        for project_id, run_type in sorted({key[:2] for key in counts}):
+            for status in statuses:
+                filled[project_id, names[project_id], status, run_type] = counts.get(
+                    (project_id, run_type, status), 0
+                )
+        oldest = heapq.nsmallest(
+            rules.max_run_series, eligible, key=lambda r: (r.created, r.project_id, r.run)
+        )
+
+        def named(
+            histograms: dict[tuple[str, str, str], Histogram],
+        ) -> dict[HistogramKey, Histogram]:
+            return {(p, names[p], t, s): h for (p, t, s), h in sorted(histograms.items())}
+
+        return Snapshot(
+            ok=True,
+            duration=duration,
+            finished=now,
+            counts=filled,
+            series=tuple(oldest),
+            omitted=max(0, len(eligible) - rules.max_run_series),
+            total_count=total_count,
+            durations=named(durations),
+            finished_ages=named(finished),
+            last_created={(p, names[p]): at for p, at in sorted(newest.items()) if p in names},
+        )
+
+    def _rescan_newest(self) -> None:
+        """Each project whose newest run left: its newest now (the lock held)."""
+        newest = self._newest
+        for project_id in newest.stale:
+            runs = self._runs.get(project_id, {})
+            records = (unpack(self._strings, project_id, n, p) for n, p in runs.items())
+            times = [r.created for r in records if self._counted(r)]
+            if times:
+                newest.newest[project_id] = max(times)
+            else:
+                newest.newest.pop(project_id, None)
+        newest.stale.clear()
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def saved(self) -> Saved:
+        """The store's contents, for `statefile` (copied a project at a time)."""
+        with self._lock:
+            strings = list(self._strings)
+            projects = list(self._runs)
+        runs: dict[str, list[tuple[Name, int]]] = {}
+        for project_id in projects:
+            with self._lock:
+                runs[project_id] = list(self._runs.get(project_id, {}).items())
+        return Saved(strings, runs)
+
+    def load(self, saved: Saved) -> int:
+        """Put every run of `saved`; the runs loaded."""
+        loaded = 0
+        for project_id, items in saved.runs.items():
+            for name, packed in items:
+                self.put(unpack(saved.strings, project_id, name, packed))
+                loaded += 1
+        return loaded

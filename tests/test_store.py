@@ -1,0 +1,374 @@
+"""The store of runs: identity, the aggregates as runs come and go, reconciliation by mark and sweep.
+
+Runs are decoded from JSON as the API sends them. The stateful test drives the store with random
+interleavings of page reads, runs created, deleted and finished, head reads, details, failed and
+resumed passes, and checks it against a model: after every step the aggregates kept as runs came
+and went equal those of a store built afresh from its runs, and after a complete pass the store
+holds every run of the list as it is, and besides them only runs deleted during that pass (they
+go at the next one: "never further from the truth than the changes of one reconciliation").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from exporter.collection.snapshot import Histogram, Record, Rules, Snapshot
+from exporter.collection.store import RunStore, record_of, unpack
+from exporter.nsml.models import decode_page
+from tests.conftest import api_run
+
+UTC = ZoneInfo("UTC")
+IN_PROGRESS, COMPLETED, FAILED = "RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED", "RUN_STATE_FAILED"
+STATUSES = [IN_PROGRESS, COMPLETED]
+BOUNDS = (60.0, 300.0)
+NOW = 2e9
+
+
+def rules(**values: Any) -> Rules:
+    base: dict[str, Any] = {
+        "projects": frozenset(),
+        "series_statuses": frozenset({IN_PROGRESS}),
+        "max_run_series": 1000,
+        "zone": UTC,
+        "duration_buckets": BOUNDS,
+        "finished_age_buckets": BOUNDS,
+    }
+    base.update(values)
+    return Rules(**base)
+
+
+def records(runs: list[dict[str, Any]], rule: Rules) -> list[Record]:
+    page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
+    return [record_of(run, rule) for run in page["runList"]]
+
+
+def store_of(runs: list[dict[str, Any]], **values: Any) -> RunStore:
+    store = RunStore(rules(**values))
+    for record in records(runs, store.rules):
+        store.put(record)
+    return store
+
+
+def snapshot(runs: list[dict[str, Any]], now: float = NOW, **values: Any) -> Snapshot:
+    return store_of(runs, **values).snapshot(STATUSES, now=now, duration=0.1, total_count=0)
+
+
+def finished_run(name: str, created: str, updated: str, project: str = "p1") -> dict[str, Any]:
+    return api_run(project, name, COMPLETED, created=created, updateTime=updated)
+
+
+def served(snap: Snapshot) -> dict[str, Any]:
+    """Everything a snapshot serves about runs, comparable with ==."""
+
+    def hist(histograms: dict[Any, Histogram]) -> dict[Any, Any]:
+        return {k: (h.counts, round(h.total, 3)) for k, h in histograms.items()}
+
+    return {
+        "counts": {k: v for k, v in snap.counts.items() if v},
+        "series": snap.series,
+        "omitted": snap.omitted,
+        "durations": hist(snap.durations),
+        "ages": hist(snap.finished_ages),
+        "newest": snap.last_created,
+    }
+
+
+def contents(store: RunStore) -> set[Record]:
+    saved = store.saved()
+    return {
+        unpack(saved.strings, project, name, packed)
+        for project, items in saved.runs.items()
+        for name, packed in items
+    }
+
+
+# -- what the metrics need ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seconds", "bucket"), [(0, 0), (59, 0), (60, 0), (61, 1), (300, 1)])
+def test_a_duration_on_a_bound_lands_in_that_bounds_bucket(seconds: int, bucket: int) -> None:
+    """Bug caught: `bisect_right`, which puts exactly 60 s in the bucket above `le="60.0"`."""
+    run = finished_run("1", "2024-09-03 10:00:00", f"2024-09-03 10:{seconds // 60:02d}:00")
+    run["updateTime"] = f"2024-09-03 10:{seconds // 60:02d}:{seconds % 60:02d}"
+    (histogram,) = snapshot([run]).durations.values()
+    assert histogram.counts == [int(i == bucket) for i in range(3)]
+    assert histogram.total == seconds
+
+
+def test_the_newest_created_time_counts_runs_in_progress_too() -> None:
+    """Bug caught: the newest createTime taken from finished runs only."""
+    snap = snapshot(
+        [
+            finished_run("1", "2024-09-03 09:00:00", "2024-09-03 09:30:00"),
+            api_run("p1", "2", IN_PROGRESS, created="2024-09-03 11:00:00"),
+        ]
+    )
+    assert snap.last_created[("p1", "name-p1")] == 1725361200.0  # 2024-09-03 11:00:00 UTC
+
+
+def test_the_newest_created_time_is_per_project_and_falls_back_when_the_newest_goes() -> None:
+    """Bug caught: a project's newest run kept after it was removed."""
+    store = store_of(
+        [
+            finished_run("1", "2024-09-03 09:00:00", "2024-09-03 09:30:00", project="a"),
+            finished_run("2", "2024-09-03 08:00:00", "2024-09-03 08:30:00", project="a"),
+            finished_run("1", "2024-09-03 10:00:00", "2024-09-03 10:30:00", project="b"),
+        ]
+    )
+    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert snap.last_created[("a", "name-a")] + 3600 == snap.last_created[("b", "name-b")]
+    assert store.remove(("a", "1"))
+    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert snap.last_created[("a", "name-a")] + 7200 == snap.last_created[("b", "name-b")]
+
+
+@pytest.mark.parametrize(("cap", "kept", "omitted"), [(0, 0, 3), (2, 2, 1), (3, 3, 0), (4, 3, 0)])
+def test_omitted_counts_only_runs_eligible_for_series(cap: int, kept: int, omitted: int) -> None:
+    """Bug caught: `omitted` counted over all runs (3 in progress + 5 completed, cap 2 would
+    say 6 instead of 1)."""
+    runs = [
+        api_run("p1", f"live{n}", IN_PROGRESS, created=f"2024-09-03 1{n}:00:00") for n in range(3)
+    ]
+    runs += [
+        finished_run(f"done{n}", "2024-09-03 08:00:00", "2024-09-03 08:10:00") for n in range(5)
+    ]
+    snap = snapshot(runs, max_run_series=cap)
+    assert len(snap.series) == kept
+    assert snap.omitted == omitted
+
+
+def test_the_oldest_runs_keep_their_series_under_the_cap() -> None:
+    runs = [
+        api_run("p1", "new", IN_PROGRESS, created="2024-09-03 12:00:00"),
+        api_run("p1", "old", IN_PROGRESS, created="2024-09-01 12:00:00"),
+        api_run("p1", "mid", IN_PROGRESS, created="2024-09-02 12:00:00"),
+    ]
+    snap = snapshot(runs, max_run_series=2)
+    assert [record.run for record in snap.series] == ["old", "mid"]
+
+
+@pytest.mark.parametrize(("age", "bucket"), [(-5, 0), (60, 0), (61, 1), (300, 1), (301, 2)])
+def test_finished_age_is_now_minus_update_time(age: int, bucket: int) -> None:
+    """Bugs caught: ages measured from another moment than the snapshot's, or a run on a
+    bound counted above it. A run finished "in the future" (clock skew) is aged 0 or less."""
+    updated = 1725357600.0  # 2024-09-03 10:00:00 UTC
+    snap = snapshot(
+        [finished_run("1", "2024-09-03 09:00:00", "2024-09-03 10:00:00")], now=updated + age
+    )
+    (ages,) = snap.finished_ages.values()
+    assert ages.counts == [int(i == bucket) for i in range(3)]
+    assert ages.total == age
+
+
+def test_the_projects_filter_counts_only_those_projects_but_stores_every_run() -> None:
+    """Bug caught: runs of other projects dropped from the store, so that the head read takes
+    them for new every time."""
+    store = store_of([api_run("p1", "1"), api_run("p2", "1")], projects=frozenset({"name-p2"}))
+    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert {key[0] for key in snap.counts} == {"p2"}
+    assert ("p1", "1") in store and len(store) == 2
+
+
+# -- identity and change --------------------------------------------------------------------
+
+
+def test_a_run_put_twice_is_one_run_with_its_last_fields() -> None:
+    """Bug caught: a run seen on two pages (the list shifted) counted twice, or its first
+    status kept."""
+    store = RunStore(rules())
+    live, done = records(
+        [
+            api_run("p1", "7", IN_PROGRESS),
+            finished_run("7", "2024-09-03 10:24:54", "2024-09-03 10:30:00"),
+        ],
+        store.rules,
+    )
+    assert store.put(live) is True
+    assert store.put(done) is False
+    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert served(snap)["counts"] == {("p1", "name-p1", COMPLETED, "NOTEBOOK"): 1}
+    assert snap.series == () and len(store) == 1
+    (histogram,) = snap.durations.values()
+    assert histogram.total == 306.0
+
+
+def test_names_that_only_look_alike_are_different_runs() -> None:
+    """Bug caught: "01" kept as the number 1, merging two runs into one."""
+    store = store_of([api_run("p1", name) for name in ("1", "01", "1", "\uff11", "p-1")])
+    assert len(store) == 4
+    assert ("p1", "01") in store and ("p2", "1") not in store
+    assert {record.run for record in contents(store)} == {"1", "01", "\uff11", "p-1"}
+
+
+def test_a_status_from_a_detail_moves_the_run_and_dates_its_finish() -> None:
+    """Bugs caught: a finished run (read from its detail) still counted in progress, its
+    duration left out, or an unchanged status counted as a change."""
+    store = store_of([api_run("p1", "1", IN_PROGRESS, created="2024-09-03 10:00:00")])
+    assert not store.set_status(("p1", "1"), IN_PROGRESS, 1725357700.0)
+    assert not store.set_status(("p1", "nope"), COMPLETED, 1725357700.0)
+    assert store.set_status(("p1", "1"), COMPLETED, 1725357660.0)  # read 60 s after creation
+    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert served(snap)["counts"] == {("p1", "name-p1", COMPLETED, "NOTEBOOK"): 1}
+    (histogram,) = snap.durations.values()
+    assert (histogram.counts, histogram.total) == ([1, 0, 0], 60.0)
+
+
+def test_a_sweep_removes_what_the_pass_did_not_see_and_keeps_what_came_during_it() -> None:
+    """Bugs caught: a deleted run kept for ever, or a run created during the pass (read from
+    the head) swept as unseen."""
+    store = store_of([api_run("p1", str(n)) for n in range(5)])
+    store.begin_pass()
+    for record in records([api_run("p1", str(n)) for n in (0, 1, 3)], store.rules):
+        store.put(record)
+    (head,) = records([api_run("p1", "new")], store.rules)
+    store.put(head)
+    stats = store.end_pass()
+    assert {record.run for record in contents(store)} == {"0", "1", "3", "new"}
+    assert (stats.seen, stats.added, stats.removed) == (4, 1, 2)
+
+
+def test_a_failed_pass_goes_on_with_its_mark_so_a_deleted_run_is_still_swept() -> None:
+    """Bug caught: a pass begun again after one that failed flipping the mark back, so every
+    run looked seen and nothing deleted was ever removed."""
+    store = store_of([api_run("p1", str(n)) for n in range(3)])
+    store.begin_pass()  # fails before its first page
+    store.begin_pass()  # the retry
+    for record in records([api_run("p1", "0"), api_run("p1", "2")], store.rules):
+        store.put(record)
+    store.end_pass()
+    assert {record.run for record in contents(store)} == {"0", "2"}
+
+
+def test_a_run_gone_from_its_detail_leaves_every_aggregate() -> None:
+    store = store_of(
+        [
+            api_run("p1", "1", IN_PROGRESS),
+            finished_run("2", "2024-09-03 10:00:00", "2024-09-03 10:00:30"),
+        ]
+    )
+    assert store.remove(("p1", "1")) and store.remove(("p1", "2"))
+    assert not store.remove(("p1", "2"))
+    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert served(snap) == served(
+        RunStore(store.rules).snapshot([], now=NOW, duration=0, total_count=0)
+    )
+    assert len(store) == 0
+
+
+def test_times_with_fractions_leave_exactly_what_they_brought() -> None:
+    """Bug caught: a removal looking for a float that packing rounded (an ISO time with
+    microseconds), so the sorted finish times lost the wrong run, or kept a residue."""
+    run = finished_run("1", "2024-09-03T10:00:00.123456", "2024-09-03T10:05:00.987654")
+    store = store_of([run])
+    store.remove(("p1", "1"))
+    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert snap.durations == {} and snap.finished_ages == {}
+
+
+# -- the stateful test ----------------------------------------------------------------------
+
+NAMES = st.integers(min_value=0, max_value=30).map(str)
+PROJECTS = st.sampled_from(["p1", "p2"])
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """The store against a model of the API's list (`truth`), under any interleaving."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rules = rules(max_run_series=3)
+        self.store = RunStore(self.rules)
+        self.truth: dict[tuple[str, str], Record] = {}
+        self.clock = 1725357600.0
+        self.passing = False
+        self.deleted: set[tuple[str, str]] = set()  # since the pass under way began
+
+    def _record(self, project: str, name: str, status: str, updated: float) -> Record:
+        return Record(project, f"name-{project}", name, "TRAIN", status, "u", self.clock, updated)
+
+    @rule(project=PROJECTS, name=NAMES, live=st.booleans())
+    def create(self, project: str, name: str, live: bool) -> None:
+        self.clock += 7
+        if (project, name) not in self.truth:
+            status = IN_PROGRESS if live else FAILED
+            self.truth[project, name] = self._record(project, name, status, self.clock + 30)
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        if self.truth:
+            key = data.draw(st.sampled_from(sorted(self.truth)))
+            del self.truth[key]
+            self.deleted.add(key)
+
+    @rule(data=st.data(), status=st.sampled_from([COMPLETED, FAILED]))
+    def finish(self, data: st.DataObject, status: str) -> None:
+        if self.truth:
+            key = data.draw(st.sampled_from(sorted(self.truth)))
+            self.clock += 61
+            self.truth[key] = self.truth[key]._replace(status=status, updated=self.clock)
+
+    @rule()
+    def begin(self) -> None:
+        if not self.passing:
+            self.deleted = set()
+        self.store.begin_pass()
+        self.passing = True
+
+    @precondition(lambda self: self.passing)
+    @rule(data=st.data())
+    def read_pages(self, data: st.DataObject) -> None:
+        """Some runs of the list as it is now: a page, maybe one already read."""
+        if self.truth:
+            keys = data.draw(st.lists(st.sampled_from(sorted(self.truth)), max_size=5))
+            for key in keys:
+                self.store.put(self.truth[key])
+
+    @rule(count=st.integers(min_value=1, max_value=4))
+    def read_head(self, count: int) -> None:
+        for record in sorted(self.truth.values(), key=lambda r: -r.created)[:count]:
+            self.store.put(record)
+
+    @rule(data=st.data())
+    def read_detail(self, data: st.DataObject) -> None:
+        held = sorted(record.key for record in contents(self.store))
+        if not held:
+            return
+        key = data.draw(st.sampled_from(held))
+        if key in self.truth:
+            self.store.set_status(key, self.truth[key].status, self.clock)
+        else:
+            self.store.remove(key)  # the detail answered 404
+
+    @precondition(lambda self: self.passing)
+    @rule()
+    def complete(self) -> None:
+        """The pass reads what it had not read yet, to the list's end, and sweeps."""
+        for record in self.truth.values():
+            self.store.put(record)
+        self.store.end_pass()
+        self.passing = False
+        held = {record.key: record for record in contents(self.store)}
+        assert {key: held.get(key) for key in self.truth} == self.truth
+        assert set(held) - set(self.truth) <= self.deleted
+
+    @invariant()
+    def aggregates_match_a_store_built_afresh(self) -> None:
+        again = RunStore(self.rules)
+        for record in contents(self.store):
+            again.put(record)
+        now = self.clock + 100
+        mine = self.store.snapshot(STATUSES, now=now, duration=0, total_count=0)
+        fresh = again.snapshot(STATUSES, now=now, duration=0, total_count=0)
+        assert served(mine) == served(fresh)
+        assert len(self.store) == len(again)
+
+
+StoreMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+test_the_store_against_a_model = StoreMachine.TestCase
