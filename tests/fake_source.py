@@ -6,14 +6,15 @@ import time
 from collections.abc import Callable
 
 from exporter.nsml.models import Run
-from exporter.nsml.paging import Created, RunKey, RunList, Take
+from exporter.nsml.paging import Progress, RunKey, RunList, Take
 
 Runs = list[Run]
 Fetch = Callable[[float], Runs]
 
 
 class FakeSource:
-    """`fetch(deadline)` gives the list (or raises a `CollectionError`), newest first or not."""
+    """`fetch(deadline)` gives the list (or raises a `CollectionError`), newest first or not;
+    the whole list is one page."""
 
     latency = 0.0
 
@@ -25,24 +26,33 @@ class FakeSource:
     def read_runs(
         self,
         take: Take,
-        created: Created,
+        created: Callable[[Run], float],
         *,
-        deadline: float | None,
+        deadline: Callable[[], float | None],
         pace: Callable[[], None] = lambda: None,
+        progress: Progress | None = None,
     ) -> RunList:
         self.reads += 1
-        runs = self.fetch(time.monotonic() + 60 if deadline is None else deadline)
+        until = deadline()
+        runs = self.fetch(time.monotonic() + 60 if until is None else until)
         for run in runs:
             take(run)
-        return RunList(len(runs), 1, len(runs), max(1, len(runs)), self.newest_first)
+        if progress is not None:
+            progress.pages, progress.planned, progress.total_count = 1, 1, len(runs)
+        return RunList(len(runs), 1, max(1, len(runs)), self.newest_first)
 
     def read_head(
         self,
-        since: float,
         known: Callable[[RunKey], bool],
         take: Take,
-        created: Created,
         *,
         deadline: float,
+        max_pages: int,
+        min_pages: int = 1,
+        pace: Callable[[], None] = lambda: None,
     ) -> tuple[int, int]:
         return 0, 0
+
+    def run_exists(self, project_id: str, run_name: str, deadline: float) -> bool:
+        runs = self.fetch(deadline)
+        return any((r["projectId"], r["runName"]) == (project_id, run_name) for r in runs)

@@ -46,6 +46,7 @@ class FakeApi:
             {"projectId": "p2", "projectName": "two", "status": "CHANGING"},
         ]
         self.lock = threading.Lock()
+        self.status = ""
 
     def _call(self, endpoint: str, name: str) -> None:
         with self.lock:
@@ -59,7 +60,8 @@ class FakeApi:
 
     def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
         self._call("run", run_name)
-        return {"engFullName": f"GPU of {run_name}", "gpuSvrCode": 7, "imageType": "BASE"}
+        detail = {"engFullName": f"GPU of {run_name}", "gpuSvrCode": 7, "imageType": "BASE"}
+        return {**detail, "status": self.status} if self.status else detail
 
     def get_nodes(self, project_id: str, run_name: str, page: int, deadline: float) -> Any:
         self._call("nodes", run_name)
@@ -110,12 +112,99 @@ def test_a_detail_is_read_once_and_kept_while_the_run_has_series() -> None:
 def test_node_lists_are_read_again_after_nodes_refresh(elapsed: float, read_again: bool) -> None:
     """Bug caught: `>` for `>=` at NODES_REFRESH, or node lists kept forever like details."""
     api, clock = FakeApi(), Clock()
-    runs = details(api, clock, nodes_refresh=300)
+    runs = details(api, clock, nodes_refresh=300, status_refresh=1000)
     runs.refresh(keys("1"))
     clock.now += elapsed
     runs.refresh(keys("1"))
     assert api.of("nodes") == ["1", "1"] if read_again else ["1"]
     assert api.of("run") == ["1"]
+
+
+class FollowedStore:
+    """What details tell the store: statuses, and runs gone."""
+
+    def __init__(self) -> None:
+        self.statuses: list[tuple[Key, str]] = []
+        self.removed: list[Key] = []
+
+    def set_status(self, key: Key, status: str, at: float) -> bool:
+        self.statuses.append((key, status))
+        return True
+
+    def remove(self, key: Key) -> bool:
+        self.removed.append(key)
+        return True
+
+
+class Turns:
+    """A pace that counts the requests that waited their turn."""
+
+    def __init__(self) -> None:
+        self.waited = 0
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        self.waited += 1
+
+
+@pytest.mark.parametrize(("elapsed", "read_again"), [(39.9, False), (40.0, True)])
+def test_a_detail_is_read_again_after_status_refresh_and_its_status_goes_to_the_store(
+    elapsed: float, read_again: bool
+) -> None:
+    """Bugs caught: a run that finished still shown in progress until the next full read
+    (details read once, issue 26), the status not given to the store, `>` for `>=`, or a
+    request that skips the reader's pace (READ_RATE)."""
+    api, clock, store, turns = FakeApi(), Clock(), FollowedStore(), Turns()
+    api.status = "RUN_STATE_COMPLETED"
+    runs = details(api, clock, status_refresh=40)
+    runs.follow(store, turns)
+    runs.refresh(keys("1"))
+    clock.now += elapsed
+    runs.refresh(keys("1"))
+    assert api.of("run") == (["1", "1"] if read_again else ["1"])
+    assert store.statuses == [(("p1", "1"), "RUN_STATE_COMPLETED")] * len(api.of("run"))
+    assert turns.waited == len(api.calls) - 2  # every run and node request; not projects
+
+
+def test_a_run_whose_detail_is_gone_leaves_the_store() -> None:
+    """Bug caught: a deleted run in progress counted until the next full read."""
+    api, store = FakeApi(), FollowedStore()
+    api.fail["run", "2"] = HTTPStatusError("HTTP 404", status=404)
+    runs = details(api)
+    runs.follow(store, Turns())
+    runs.refresh(keys("1", "2"))
+    assert store.removed == [("p1", "2")]
+
+
+def test_the_planner_and_the_view_run_concurrently() -> None:
+    """Bug caught: `plan()` reading the failures outside the lock while `view()` deletes from
+    them (a KeyError that ended the refresh thread, issue 26)."""
+    api = FakeApi()
+    for name in map(str, range(0, 40, 2)):
+        api.fail["run", name] = ConnectionFailedError("refused")
+    clock = Clock()
+    runs = details(api, clock)
+    runs.refresh(keys(*map(str, range(40))))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def planner() -> None:
+        try:
+            while not stop.is_set():
+                clock.now += RETRY_BASE  # every back-off over: each failure is looked at
+                runs.plan(keys(*map(str, range(40))))
+        except BaseException as error:  # noqa: BLE001 - the test reports it
+            errors.append(error)
+
+    thread = threading.Thread(target=planner)
+    thread.start()
+    try:
+        for round_ in range(3000):
+            runs.view(keys(*map(str, range(round_ % 40, 40))))
+            runs.refresh(keys(*map(str, range(40))))
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
 
 
 @pytest.mark.parametrize(
@@ -167,10 +256,9 @@ def test_each_label_of_a_run_comes_from_its_own_field() -> None:
 
     from exporter.collection.details import DetailsView, ProjectInfo, RunInfo
     from exporter.collection.details_families import details_families
-    from tests.test_collector import run_list
+    from exporter.collection.snapshot import Record
 
-    listed = run_list([api_run("p1", "7", "RUN_STATE_IN_PROGRESS")])
-    series = [(run, 0.0, 0.0) for run in listed]
+    series = [Record("p1", "name-p1", "7", "TRAIN", "RUN_STATE_IN_PROGRESS", "u", 0.0, 0.0)]
     view = DetailsView(
         (ProjectInfo("p1", "name-p1", "CHANGING", 3),),
         {("p1", "7"): RunInfo("NVIDIA A100 80GB x8", "1308", "CUSTOM")},
@@ -458,7 +546,7 @@ def test_projects_and_node_lists_follow_a_gateway_that_caps_pages() -> None:
     from exporter.nsml.api import NsmlApi
     from tests.conftest import ACCESS, SECRET
     from tests.fake_api import FaultyServer, FaultySimulator
-    from tests.test_history import frozen_runs
+    from tests.test_reader import frozen_runs
 
     sim = FaultySimulator(ACCESS, SECRET, max_page_size=2)
     sim.set_runs(frozen_runs(40, time.time() - 1000))
@@ -537,5 +625,5 @@ def test_every_collection_starts_a_details_refresh_not_only_the_first() -> None:
         assert len(api.of("projects")) == 3
         assert len(api.of("nodes")) == 3
     finally:
-        collector.history.close()
+        collector.close()
         runs.close()

@@ -71,6 +71,10 @@ RETRY_FIRST, RETRY_CAP = 5.0, 60.0
 PROGRESS_EVERY = 30.0
 #: Seconds between two reads of the list's head (background, newest first).
 HEAD_INTERVAL = 10.0
+#: Most runs a background full read did not see that are asked for by their detail before the
+#: sweep (404: deleted; else kept, as offset paging skipped it). More than that is a mass
+#: deletion: swept unasked.
+VERIFY_AT_MOST = 100
 
 
 class RunSource(Protocol):
@@ -96,8 +100,11 @@ class RunSource(Protocol):
         *,
         deadline: float,
         max_pages: int,
+        min_pages: int = ...,
         pace: Callable[[], None] = ...,
     ) -> tuple[int, int]: ...
+
+    def run_exists(self, project_id: str, run_name: str, deadline: float) -> bool: ...
 
 
 class ReadFailed(CollectionError):
@@ -180,6 +187,7 @@ class Reader:
         self._switched_at = -inf
         self._next_read = 0.0  # background: when the next full read may begin (monotonic)
         self._head_failing = False
+        self._head_pages = 1  # the next head read reads at least this many pages
 
     @property
     def state(self) -> ReadState:
@@ -196,16 +204,26 @@ class Reader:
     # -- the scrape's side ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load the saved store, if any, and start reading."""
-        if self._once or self._threads:
-            return
-        self._load()
-        if self._state.mode == SCRAPE:
+        """Load the saved store, if any, and start reading now: in scrape mode a first full
+        read tells at once whether the history fits a scrape."""
+        if self._run() and self._state.mode == SCRAPE:
             self._ask()
-        for target, name in ((self._full_reads, "nsml-reader"), (self._heads, "nsml-head")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            self._threads.append(thread)
+
+    def _run(self) -> bool:
+        """Start the reader's threads, once; True for the call that started them."""
+        with self._lock:
+            if self._once or self._threads or self._closed.is_set():
+                return False
+            self._threads.append(threading.current_thread())  # claimed: started below
+        self._load()
+        threads = [
+            threading.Thread(target=target, name=name, daemon=True)
+            for target, name in ((self._full_reads, "nsml-reader"), (self._heads, "nsml-head"))
+        ]
+        self._threads[:] = threads
+        for thread in threads:
             thread.start()
+        return True
 
     def close(self) -> None:
         """Stop reading; save the store if a file is set and it holds a complete read."""
@@ -225,6 +243,7 @@ class Reader:
                 self._count_error(error)
                 raise ReadFailed(error) from None
             return self._state
+        self._run()  # in case the exporter did not start it (a collector registered by hand)
         if self._state.mode == SCRAPE:
             job = self._ask()
             if not job.answered.wait(max(0.0, job.deadline - self._clock()) + GRACE):
@@ -315,7 +334,7 @@ class Reader:
 
         def pace() -> None:  # before each page after the first one this call reads
             self._estimate(job)
-            self._update(progress=self._share())
+            self._advance()
             if self._clock() - last_log[0] >= PROGRESS_EVERY:
                 last_log[0] = self._clock()
                 self._log_progress()
@@ -328,11 +347,16 @@ class Reader:
         run_list = self._source.read_runs(
             take, self.created, deadline=deadline, pace=pace, progress=progress
         )
+        if self._state.mode == BACKGROUND and not self._once:
+            self._verify_unseen()
         stats = store.end_pass()
+        # Runs created while the list was read may have shifted runs across pages read at the
+        # same time: the next head read covers as far as the list moved.
+        self._head_pages = 1 + math.ceil(run_list.moved / max(1, run_list.page_size))
         started, began, cpu = self._began
         seconds = self._clock() - began
         pages = progress.pages
-        warm = self._state.complete
+        warm, newest_before = self._state.complete, self._state.newest_first
         self._progress = Progress()
         state = self._update(
             complete=True,
@@ -359,10 +383,33 @@ class Reader:
                 "the API listed %d runs past its own totalCount: they are counted",
                 run_list.past_total,
             )
-        self._order(state.newest_first)
-        if self._state_file is not None and not self._once:
+        if state.newest_first != newest_before:
+            self._order(state.newest_first)
+        if self._state_file is not None and not self._once and not self._closed.is_set():
             self._save()
         self._after(seconds, self._cpu() - cpu, pages)
+
+    def _verify_unseen(self) -> None:
+        """Ask for the detail of each run the full read did not see (a few at most): a run
+        that answers was skipped by paging and stays; one gone (404), or any failure, is left
+        to the sweep."""
+        unseen = self.store.unseen(VERIFY_AT_MOST)
+        if not unseen:
+            return
+        kept = 0
+        for project_id, name in unseen:
+            self.pace.wait(self._closed)
+            try:
+                exists = self._source.run_exists(
+                    project_id, name, self._clock() + self._timeout
+                )
+            except CollectionError as error:
+                log.debug("run %s of project %s not verified: %s", name, project_id, error)
+                continue
+            if exists:
+                self.store.mark((project_id, name))
+                kept += 1
+        log.debug("runs the full read did not see: %d, of which %d exist", len(unseen), kept)
 
     def _estimate(self, job: Job) -> None:
         """After the first page: a read on scrape estimated to overrun goes to the background."""
@@ -426,15 +473,22 @@ class Reader:
         self._update(failure=failure)
         return failure
 
+    def _advance(self) -> None:
+        """Publish the read's progress (pages are read on several threads: never backwards)."""
+        share = self._share()
+        with self._lock:
+            if share > self._state.progress:
+                self._state = replace(self._state, progress=share)
+
     def _share(self) -> float:
         progress = self._progress
         return min(1.0, progress.pages / progress.planned) if progress.planned else 0.0
 
     def _log_progress(self) -> None:
         """Where the first full read has got (at most every PROGRESS_EVERY seconds)."""
-        if self._state.complete:
-            return
         progress, (_, began, _) = self._progress, self._began
+        if self._state.complete or not progress.planned:
+            return
         spent = self._clock() - began
         left = spent / max(1, progress.pages) * (progress.planned - progress.pages)
         log.info(
@@ -483,16 +537,19 @@ class Reader:
         """New runs from the head of a newest-first list. A failure is counted and logged (once
         while it goes on); it does not change `nsml_up`, which is about full reads."""
         store = self.store
+        new = 0
 
         def take(run: Run) -> None:
-            store.put(record_of(run, store.rules))
+            nonlocal new
+            new += store.put(record_of(run, store.rules))
 
         try:
-            _, total = self._source.read_head(
+            pages, total = self._source.read_head(
                 store.__contains__,
                 take,
                 deadline=self._clock() + self._timeout,
-                max_pages=self._state.pages + 1,
+                max_pages=max(self._state.pages, self._head_pages) + 1,
+                min_pages=self._head_pages,
                 pace=lambda: self.pace.wait(self._closed),
             )
         except CollectionError as error:
@@ -509,7 +566,9 @@ class Reader:
             log.exception("reading the run list's head failed (internal error)")
             return
         self._head_failing = False
+        self._head_pages = 1
         self._update(total_count=total)
+        log.debug("read the run list's head: %d page(s), %d new run(s)", pages, new)
 
     # -- the state file ------------------------------------------------------------------------
 

@@ -398,6 +398,29 @@ class RunStore:
                 self._mark ^= 1
                 self._pass = PassStats()
 
+    def unseen(self, limit: int) -> list[RunKey] | None:
+        """The runs the pass under way has not seen, if there are at most `limit` (else None):
+        deleted, or skipped by offset paging while the list shifted. Scanned a project at a
+        time."""
+        with self._lock:
+            mark, projects = self._mark, list(self._runs)
+        found: list[RunKey] = []
+        for project_id in projects:
+            with self._lock:
+                names = [n for n, p in self._runs.get(project_id, {}).items() if p & 1 != mark]
+            found += [(project_id, str(name)) for name in names]
+            if len(found) > limit:
+                return None
+        return found
+
+    def mark(self, key: RunKey) -> None:
+        """The run exists (its detail answered): the sweep keeps it."""
+        name = compact(key[1])
+        with self._lock:
+            runs = self._runs.get(key[0], {})
+            if name in runs:
+                runs[name] = runs[name] & ~1 | self._mark
+
     def end_pass(self) -> PassStats:
         """The pass read the whole list: remove the runs it did not see."""
         with self._lock:

@@ -183,18 +183,39 @@ class NsmlClient:
         *,
         deadline: float,
         max_pages: int,
+        min_pages: int = 1,
         pace: Callable[[], None] = lambda: None,
     ) -> tuple[int, int]:
-        """The head of a newest-first list down to a page ending with a `known` run: (pages
-        read, totalCount)."""
+        """The head of a newest-first list down to a page ending with a `known` run, and at
+        least `min_pages`: (pages read, totalCount)."""
 
         def get(page: int) -> RunPage:
             pace()
             return self.get_page(page, deadline)
 
         return read_head(
-            get, first_page=self._first_page, known=known, take=take, max_pages=max_pages
+            get,
+            first_page=self._first_page,
+            known=known,
+            take=take,
+            max_pages=max_pages,
+            min_pages=min_pages,
         )
+
+    def run_exists(self, project_id: str, run_name: str, deadline: float) -> bool:
+        """Whether the run's detail answers (False for 404), retried like a page."""
+        try:
+            with_retries(
+                partial(self.api.get_run, project_id, run_name, deadline),
+                retries=self._retries,
+                deadline=deadline,
+                what=f"run {run_name} of project {project_id}",
+            )
+        except HTTPStatusError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     def _ordered(self, get: GetPage, pages: Iterable[int]) -> Iterator[RunPage]:
         """`map(get, pages)` on the pool, in order, with at most `CONCURRENCY` pages ahead of

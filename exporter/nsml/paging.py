@@ -49,6 +49,9 @@ class RunList:
     newest_first: bool
     #: Most runs a page listed past its own `totalCount` (0 for an API that tells the truth).
     past_total: int = 0
+    #: How far the pages' totalCounts spread: runs created (or deleted) while the list was
+    #: read, which may have shifted runs across pages read at the same time.
+    moved: int = 0
 
 
 @dataclass(slots=True)
@@ -70,17 +73,21 @@ def first_page_hint(first_page: int) -> str:
 class _OrderCheck:
     """Whether the pages, read in order, list runs newest first. A run already on the page
     before is skipped at the seam: new runs at the head push the previous page's tail onto the
-    next page, which is no disorder."""
+    next page, which is no disorder. Where the totalCount changed between two pages, the list
+    changed between them and their seam proves nothing: only the order within pages counts."""
 
     def __init__(self, created: Created) -> None:
         self._created = created
         self.holds = True
         self._last: float | None = None
         self._previous: set[RunKey] = set()
+        self._total: int | None = None
 
-    def page(self, runs: list[Run]) -> None:
+    def page(self, runs: list[Run], total: int) -> None:
         if not self.holds or not runs:
             return
+        if total != self._total:
+            self._last, self._total = None, total
         times = [self._created(run) for run in runs]
         keys = [run_key(run) for run in runs]
         if any(newer < older for newer, older in pairwise(times)):
@@ -141,12 +148,19 @@ def read_run_list(
     order = _OrderCheck(created)
     first_keys = list(map(run_key, first["runList"]))
     past = 0
+    totals = [first["totalCount"]]
 
     def fold(index: int, page: RunPage) -> int:
         nonlocal past
         runs, total = page["runList"], page["totalCount"]
+        totals.append(total)
         number = first_page + index
-        if index != start and len(runs) == step and list(map(run_key, runs)) == first_keys:
+        if (
+            index != start
+            and len(runs) == step
+            and total == first["totalCount"]  # a list that grew can repeat a page, shifted
+            and list(map(run_key, runs)) == first_keys
+        ):
             raise InconsistentPagingError(
                 f"the API ignores page: page {number} returned the same runs as page "
                 f"{first_page + start}{hint}"
@@ -159,7 +173,7 @@ def read_run_list(
                 f"({total}) says {short} more follow{hint if short == step else ''}"
             )
         past = max(past, index * step + len(runs) - total)
-        order.page(runs)
+        order.page(runs, total)
         for run in runs:
             take(run)
         progress.pages, progress.total_count = index + 1, total
@@ -180,7 +194,8 @@ def read_run_list(
             )
         last = fold(index, get_page(first_page + index))
         index += 1
-    return RunList(progress.total_count, index - start, step, order.holds, past)
+    moved = max(totals) - min(totals)
+    return RunList(progress.total_count, index - start, step, order.holds, past, moved)
 
 
 def read_head(
@@ -190,12 +205,13 @@ def read_head(
     known: Callable[[RunKey], bool],
     take: Take,
     max_pages: int,
+    min_pages: int = 1,
 ) -> tuple[int, int]:
     """The head of a newest-first list, down to the first page that ends with a run already
-    `known`: every run on those pages goes to `take` (new runs, and the newest known ones with
-    their current status). Known is by identity, not by time, so a run dated in the future at
-    the head hides nothing below it. Stops at a short page, or after `max_pages`. Returns the
-    pages read and the first's totalCount."""
+    `known` (and at least `min_pages`): every run on those pages goes to `take` (new runs, and
+    the newest known ones with their current status). Known is by identity, not by time, so a
+    run dated in the future at the head hides nothing below it. Stops at a short page, or after
+    `max_pages`. Returns the pages read and the first's totalCount."""
     total = step = 0
     for read in range(1, max_pages + 1):
         page = get_page(first_page + read - 1)
@@ -203,7 +219,7 @@ def read_head(
         if read == 1:
             total = page["totalCount"]
         step = max(step, len(runs))
-        reached = bool(runs) and known(run_key(runs[-1]))
+        reached = bool(runs) and known(run_key(runs[-1])) and read >= min_pages
         for run in runs:
             take(run)
         if reached or len(runs) < step or not runs or read * step >= total:
