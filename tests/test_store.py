@@ -1,4 +1,4 @@
-"""The store of runs: identity, the aggregates as runs come and go, reconciliation by mark and sweep.
+"""The store of runs: identity, aggregates as runs come and go, reconciliation by mark and sweep.
 
 Runs are decoded from JSON as the API sends them. The stateful test drives the store with random
 interleavings of page reads, runs created, deleted and finished, head reads, details, failed and

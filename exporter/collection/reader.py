@@ -400,9 +400,7 @@ class Reader:
         for project_id, name in unseen:
             self.pace.wait(self._closed)
             try:
-                exists = self._source.run_exists(
-                    project_id, name, self._clock() + self._timeout
-                )
+                exists = self._source.run_exists(project_id, name, self._clock() + self._timeout)
             except CollectionError as error:
                 log.debug("run %s of project %s not verified: %s", name, project_id, error)
                 continue
