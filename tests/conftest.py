@@ -461,7 +461,7 @@ def fetch_runs(client: Any, deadline: float | None = None, zone: str = "Asia/Seo
     result = client.read_runs(
         lambda run: runs.__setitem__((run["projectId"], run["runName"]), run),
         lambda run: to_timestamp(run["createTime"], tz),
-        deadline=deadline,
+        deadline=lambda: deadline,
     )
     return ReadRuns(runs, result)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -183,6 +184,32 @@ def test_the_planner_and_the_view_run_concurrently() -> None:
         api.fail["run", name] = ConnectionFailedError("refused")
     clock = Clock()
     runs = details(api, clock)
+    unlocked: list[str] = []
+
+    class Guarded(dict):  # type: ignore[type-arg]
+        """The failures, noting any read or write made without the details' lock."""
+
+        def _check(self, what: str) -> None:
+            if not runs._lock.locked():
+                unlocked.append(what)
+
+        def __getitem__(self, key: Any) -> Any:
+            self._check("read")
+            return super().__getitem__(key)
+
+        def __contains__(self, key: object) -> bool:
+            self._check("read")
+            return super().__contains__(key)
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            self._check("read")
+            return super().get(key, default)
+
+        def __delitem__(self, key: Any) -> None:
+            self._check("delete")
+            super().__delitem__(key)
+
+    runs._failing = Guarded()
     runs.refresh(keys(*map(str, range(40))))
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -196,15 +223,20 @@ def test_the_planner_and_the_view_run_concurrently() -> None:
             errors.append(error)
 
     thread = threading.Thread(target=planner)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch every few bytecodes: the race shows
     thread.start()
     try:
-        for round_ in range(3000):
-            runs.view(keys(*map(str, range(round_ % 40, 40))))
-            runs.refresh(keys(*map(str, range(40))))
+        for round_ in range(4000):
+            runs.view(keys(*map(str, range(round_ % 40, 40))))  # forgets the failures below
+            if round_ % 40 == 0:
+                runs.refresh(keys(*map(str, range(40))))  # fails half the runs again
     finally:
         stop.set()
         thread.join()
+        sys.setswitchinterval(interval)
     assert errors == []
+    assert unlocked == []
 
 
 @pytest.mark.parametrize(

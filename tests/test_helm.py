@@ -170,10 +170,22 @@ def test_every_setting_is_a_config_value_the_exporter_accepts(tmp_path: Path) ->
         (tmp_path / "secret-key").write_text("s")
         env["NSML_EXPORTER_SECRETS_DIR"] = str(tmp_path)
         env.pop("NSML_EXPORTER_WEB_CONFIG_FILE", None)
+        # The state file's folder is the pod's volume: checked below, not on this machine.
+        state_file = env.pop("NSML_EXPORTER_STATE_FILE", None)
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 patch.setenv(key, value)
             settings = settings_from()
+        if name == "full":
+            assert state_file == "/var/lib/nsml-exporter/store.json.gz"
+            spec = only(render(ci_values(name)), "Deployment")["spec"]["template"]["spec"]
+            mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            assert mounts["state"] == "/var/lib/nsml-exporter"
+            claim = volumes["state"]["persistentVolumeClaim"]["claimName"]
+            assert claim == "nsml-exporter-state"
+        else:
+            assert not state_file  # config.stateFile: "" (off)
         if name == "full":
             assert settings.page_size == 500
             assert (settings.collection_mode, settings.read_rate) == ("background", 5)
