@@ -83,6 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ],
         env=exporter_env(),
     )
+    exporter.get()  # the read begun at start: each test's scrapes then read on their own
     yield Stack(server, exporter)
     exporter.stop()
     server.stop()
@@ -315,9 +316,8 @@ def test_unusable_2xx_bodies(stack: Stack, kind: str, hint: str) -> None:
     ("kind", "hint"),
     [
         ("ignore_page", "the API ignores page: page 2 returned the same runs as page 1"),
-        ("forever", "read 250 distinct runs but totalCount is at most 230"),
-        ("total_high", "read 230 distinct runs but totalCount is 380"),
-        ("total_low", "read 150 distinct runs but totalCount is at most 130"),
+        ("forever", "the API kept returning pages past totalCount (230) after 12 pages"),
+        ("total_high", "page 5 lists 30 runs and ends the list, but its totalCount (380)"),
     ],
 )
 def test_inconsistent_paging(stack: Stack, kind: str, hint: str) -> None:
@@ -329,6 +329,22 @@ def test_inconsistent_paging(stack: Stack, kind: str, hint: str) -> None:
         break_it=set_fault(Fault(kind)),
         mend=clear_fault,
     )
+
+
+def test_a_total_count_that_understates_the_list_is_followed_and_said(stack: Stack) -> None:
+    """Bug caught (issue 26): runs past an understated totalCount left unread, so 230 runs
+    were served as 130 with nsml_up 1 and no word."""
+    mark = len(stack.exporter.logs())
+    stack.sim.fault = Fault("total_low")
+    try:
+        values = scrape_values(stack.exporter.get().text)
+    finally:
+        stack.sim.fault = None
+    assert value(values, "nsml_up") == 1
+    assert sum(v for (n, _), v in values.items() if n == "nsml_runs") == RUNS
+    time.sleep(0.1)
+    said = [line for line in stack.exporter.logs()[mark:].splitlines() if "past its own" in line]
+    assert len(said) == 1 and "listed 100 runs past its own totalCount" in said[0]
 
 
 def test_a_failure_on_page_3_of_5(stack: Stack) -> None:

@@ -246,6 +246,41 @@ def test_a_failed_pass_goes_on_with_its_mark_so_a_deleted_run_is_still_swept() -
     assert {record.run for record in contents(store)} == {"0", "2"}
 
 
+def test_an_abandoned_pass_leaves_nothing_it_alone_saw_after_the_next() -> None:
+    """Bugs caught: runs from a read the API contradicted (phantoms past the list's end) kept
+    for ever because the next pass resumed its mark; or a deleted run kept because a new pass
+    reused an old generation."""
+    store = store_of([api_run("p1", str(n)) for n in range(3)])
+    store.begin_pass()
+    for record in records([api_run("p1", "0"), api_run("p1", "phantom")], store.rules):
+        store.put(record)
+    store.abandon_pass()
+    store.begin_pass()
+    for record in records([api_run("p1", "0"), api_run("p1", "1")], store.rules):
+        store.put(record)
+    store.end_pass()
+    assert {record.run for record in contents(store)} == {"0", "1"}
+
+
+def test_generations_never_come_round_to_a_runs_own() -> None:
+    """Bug caught: after 255 abandoned passes the generation wrapping onto the one a run kept
+    from the last complete pass, so a deleted run looked seen."""
+    both = [api_run("p1", "1"), api_run("p1", "2")]
+    store = store_of(both)
+    store.begin_pass()
+    for record in records(both, store.rules):
+        store.put(record)
+    store.end_pass()  # both carry this generation now
+    for _ in range(255):  # the next generation would be the one both runs carry
+        store.begin_pass()
+        store.abandon_pass()
+    store.begin_pass()
+    (one,) = records([api_run("p1", "1")], store.rules)
+    store.put(one)
+    store.end_pass()
+    assert {record.run for record in contents(store)} == {"1"}
+
+
 def test_a_run_gone_from_its_detail_leaves_every_aggregate() -> None:
     store = store_of(
         [
@@ -345,6 +380,16 @@ class StoreMachine(RuleBasedStateMachine):
             self.store.set_status(key, self.truth[key].status, self.clock)
         else:
             self.store.remove(key)  # the detail answered 404
+
+    @precondition(lambda self: self.passing)
+    @rule(name=NAMES)
+    def lie_then_abandon(self, name: str) -> None:
+        """A page lists a run that does not exist (past the list's end, say); the read finds
+        the list inconsistent and is abandoned."""
+        if ("p3", name) not in self.truth:
+            self.store.put(self._record("p3", name, IN_PROGRESS, self.clock))
+        self.store.abandon_pass()
+        self.passing = False
 
     @precondition(lambda self: self.passing)
     @rule()

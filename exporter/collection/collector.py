@@ -73,7 +73,12 @@ class NsmlCollector(Collector):
         self._rules = rules_of(settings)
         self.store = RunStore(self._rules)
         self.reader = Reader(
-            settings, source, self.store, self._count, wall_clock=wall_clock, once=once
+            settings,
+            source,
+            self.store,
+            lambda error: metrics.count_error(error.reason),  # the reader logs its own line
+            wall_clock=wall_clock,
+            once=once,
         )
         if details is not None:
             details.follow(self.store, self.reader.pace)

@@ -44,7 +44,7 @@ from math import inf
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import CollectionError, RequestTimeoutError
+from ..errors import CollectionError, InconsistentPagingError, RequestTimeoutError
 from ..nsml.client import Pace
 from ..nsml.models import Run, to_timestamp
 from ..nsml.paging import Progress, RunKey, RunList, Take
@@ -240,7 +240,7 @@ class Reader:
             try:
                 self._read(self._job)
             except CollectionError as error:
-                self._count_error(error)
+                self._failed(error)
                 raise ReadFailed(error) from None
             return self._state
         self._run()  # in case the exporter did not start it (a collector registered by hand)
@@ -416,9 +416,7 @@ class Reader:
         progress = self._progress
         if progress.pages != 1 or progress.planned <= 1:
             return
-        _, began, cpu = self._began
-        spent, cpu_spent = self._clock() - began, self._cpu() - cpu
-        estimate = self._cost(spent - cpu_spent, cpu_spent, progress.planned)
+        estimate = self._cost(self._source.latency, self._cpu() - self._began[2], progress.planned)
         if estimate > SWITCH_AT * self._timeout:
             self._switch(
                 BACKGROUND,
@@ -428,8 +426,9 @@ class Reader:
             job.answered.set()
 
     def _cost(self, latency: float, cpu: float, pages: int) -> float:
-        """A full read of `pages`, unpaced, from one page's latency and CPU: the latency
-        overlaps `CONCURRENCY` pages at a time, the CPU does not."""
+        """A full read of `pages`, unpaced, from a request's latency (as answered: retries'
+        waits are throttling or faults, not length) and a page's CPU: the latency overlaps
+        `CONCURRENCY` pages at a time, the CPU does not."""
         rounds = 1 + math.ceil(max(0, pages - 1) / self._concurrency)
         return max(0.0, latency) * rounds + cpu * pages
 
@@ -447,8 +446,13 @@ class Reader:
             self._switch(SCRAPE, f"a full read would now take about {estimate:.1f}s")
 
     def _failed(self, error: CollectionError) -> None:
-        """A failed full read: counted; logged once while the same failure goes on."""
+        """A failed full read: counted; logged once while the same failure goes on. A read the
+        API contradicted (`inconsistent`) is abandoned: the next one starts anew, so what it
+        took (runs past the list's end, say) is swept. Any other resumes where it failed."""
         self._count_error(error)
+        if isinstance(error, InconsistentPagingError):
+            self.store.abandon_pass()
+            self._progress = Progress()
         before = self._state.failure
         self._update(failure=error, progress=self._share())
         again = before is not None and before.reason == error.reason
@@ -457,17 +461,19 @@ class Reader:
             where = ""
         log.log(
             logging.DEBUG if again and self._state.mode == BACKGROUND else logging.WARNING,
-            "reading the run list failed (%s): %s%s",
+            "collection failed (%s): %s%s",
             error.reason,
             error,
             where,
         )
 
     def _internal(self, error: Exception) -> CollectionError:
-        """A bug: counted as `internal`, logged with its traceback; reading goes on."""
-        log.error("reading the run list failed (internal error)", exc_info=error)
+        """A bug: counted as `internal`, logged with its traceback; reading goes on, anew."""
+        log.error("collection failed (internal error)", exc_info=error)
         failure = CollectionError("internal error while reading the run list")
         self._count_error(failure)
+        self.store.abandon_pass()
+        self._progress = Progress()
         self._update(failure=failure)
         return failure
 

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "nsml-exporter store"
 #: Raised whenever the packed record's layout (store.py) changes.
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

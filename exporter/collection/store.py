@@ -7,10 +7,12 @@ which order these come, nor how often a run is put: a run put twice is one run, 
 fields. So a list that shifts while it is paged (runs created, finished, deleted between two
 pages) never makes a read fail: it only decides which runs the pass saw.
 
-Reconciliation is mark and sweep. `begin_pass()` flips the *mark* that `put` stamps on a run;
-`end_pass()` removes every run that does not carry it: runs that existed before the pass began and
-that it did not see. Runs a head read added during the pass carry the new mark already, so they
-stay. A run that offset paging skipped (a run deleted ahead of it pulled it onto a page already
+Reconciliation is mark and sweep. `begin_pass()` starts a new *generation*, the mark that `put`
+stamps on a run; `end_pass()` removes every run that does not carry it: runs that existed before
+the pass began and that it did not see. Runs a head read added during the pass carry the new mark
+already, so they stay. A pass that failed goes on with its generation (`begin_pass()` again); one
+whose reading the API contradicted is `abandon_pass()`-ed: what it stamped counts for nothing, and
+the next pass sweeps whatever it alone had seen. A run that offset paging skipped (a run deleted ahead of it pulled it onto a page already
 read) is removed, and the next pass brings it back: between two passes the error is at most the
 list's changes during one.
 
@@ -45,10 +47,14 @@ from ..nsml.models import Run, to_timestamp
 from ..nsml.paging import RunKey
 from .snapshot import CountKey, Histogram, HistogramKey, Record, Rules, Snapshot
 
-#: The bits of a packed record, from the lowest: the pass mark, then four string indexes
-#: (project name, run type, status, creator), then updateTime and createTime in milliseconds
-#: (offset, so that a time before 1970 packs too).
-_MARK_BITS, _STRING_BITS, _TIME_BITS = 1, 24, 46
+#: The bits of a packed record, from the lowest: the pass mark (the generation of the full read
+#: that last saw the run), then four string indexes (project name, run type, status, creator),
+#: then updateTime and createTime in milliseconds (offset, so that a time before 1970 packs too).
+_MARK_BITS, _STRING_BITS, _TIME_BITS = 8, 24, 46
+_MARK_MASK = (1 << _MARK_BITS) - 1
+#: Full reads abandoned in a row after which every run is stamped afresh, so that a generation
+#: never comes round to one a run still carries.
+_ABANDONED_AT_MOST = _MARK_MASK - 2
 _STRING_MASK = (1 << _STRING_BITS) - 1
 _TIME_MASK = (1 << _TIME_BITS) - 1
 _TIME_OFFSET = 1 << (_TIME_BITS - 1)
@@ -265,8 +271,9 @@ class RunStore:
         self._runs: dict[str, dict[Name, int]] = {}  # project_id -> name -> packed record
         self._strings: list[str] = []
         self._index: dict[str, int] = {}
-        self._mark = 0
+        self._mark = 0  # the generation stamped by `put`
         self._pass: PassStats | None = None
+        self._abandoned = 0  # passes abandoned since the last complete one
         self._counts = Counts()
         self._durations = Durations(rules)
         self._finished = FinishedTimes(rules)
@@ -337,7 +344,7 @@ class RunStore:
             runs = self._runs.setdefault(record.project_id, {})
             old = runs.get(name)
             packed = self._pack(record, self._mark)
-            if self._pass is not None and (old is None or old & 1 != self._mark):
+            if self._pass is not None and (old is None or old & _MARK_MASK != self._mark):
                 self._pass.seen += 1
             if old is not None and old >> _MARK_BITS == packed >> _MARK_BITS:
                 runs[name] = packed  # unchanged: only its mark
@@ -367,7 +374,7 @@ class RunStore:
             if record.status == status:
                 return False
             new = record._replace(status=status, updated=max(at, record.created))
-            packed = self._pack(new, old & 1)
+            packed = self._pack(new, old & _MARK_MASK)
             runs[name] = packed
             self._enter(record, -1)
             self._enter(unpack(self._strings, key[0], name, packed), +1)
@@ -391,12 +398,27 @@ class RunStore:
     # -- reconciliation -------------------------------------------------------------------------
 
     def begin_pass(self) -> None:
-        """A reconciliation pass starts: runs put from now on carry the new mark. A pass already
-        under way (one that failed, to be resumed) goes on with its own."""
+        """A reconciliation pass starts: runs put from now on carry a new generation. A pass
+        already under way (one that failed, to be resumed) goes on with its own."""
         with self._lock:
-            if self._pass is None:
-                self._mark ^= 1
-                self._pass = PassStats()
+            if self._pass is not None:
+                return
+            if self._abandoned >= _ABANDONED_AT_MOST:  # stamp every run as not seen
+                unseen = (self._mark + 1) & _MARK_MASK
+                for runs in self._runs.values():
+                    for name, packed in runs.items():
+                        runs[name] = packed & ~_MARK_MASK | unseen
+                self._mark, self._abandoned = unseen, 0
+            self._mark = (self._mark + 1) & _MARK_MASK
+            self._pass = PassStats()
+
+    def abandon_pass(self) -> None:
+        """The pass under way read a list the API contradicted: the next pass starts anew, and
+        sweeps the runs only this one saw."""
+        with self._lock:
+            if self._pass is not None:
+                self._pass = None
+                self._abandoned += 1
 
     def unseen(self, limit: int) -> list[RunKey] | None:
         """The runs the pass under way has not seen, if there are at most `limit` (else None):
@@ -407,7 +429,8 @@ class RunStore:
         found: list[RunKey] = []
         for project_id in projects:
             with self._lock:
-                names = [n for n, p in self._runs.get(project_id, {}).items() if p & 1 != mark]
+                runs = self._runs.get(project_id, {})
+                names = [n for n, p in runs.items() if p & _MARK_MASK != mark]
             found += [(project_id, str(name)) for name in names]
             if len(found) > limit:
                 return None
@@ -419,18 +442,18 @@ class RunStore:
         with self._lock:
             runs = self._runs.get(key[0], {})
             if name in runs:
-                runs[name] = runs[name] & ~1 | self._mark
+                runs[name] = runs[name] & ~_MARK_MASK | self._mark
 
     def end_pass(self) -> PassStats:
         """The pass read the whole list: remove the runs it did not see."""
         with self._lock:
             stats, self._pass = self._pass or PassStats(), None
-            mark = self._mark
+            mark, self._abandoned = self._mark, 0
             projects = list(self._runs)
         for project_id in projects:  # a project at a time: scrapes get the lock between
             with self._lock:
                 runs = self._runs.get(project_id, {})
-                unseen = [(name, packed) for name, packed in runs.items() if packed & 1 != mark]
+                unseen = [(n, p) for n, p in runs.items() if p & _MARK_MASK != mark]
                 for name, packed in unseen:
                     del runs[name]
                     self._gone(project_id, name, packed)

@@ -93,7 +93,8 @@ class NsmlClient:
         self._collect_timeout = settings.collect_timeout
         self._window = settings.concurrency
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-page")
-        self._latency = 0.0
+        #: Seconds of the last run-list requests that answered (retries' waits not included).
+        self._answered: deque[float] = deque(maxlen=16)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -101,8 +102,10 @@ class NsmlClient:
 
     @property
     def latency(self) -> float:
-        """Mean seconds of the last read's page requests."""
-        return self._latency
+        """Mean seconds of the last run-list requests that answered: a request's own time, not
+        the waits of its retries (a throttled API is no slow one)."""
+        answered = list(self._answered)
+        return sum(answered) / len(answered) if answered else 0.0
 
     def get_page(self, page: int, deadline: float | None = None) -> RunPage:
         """One page, retried on 429/5xx/timeouts/connection errors within the deadline (None:
@@ -110,11 +113,17 @@ class NsmlClient:
         if deadline is None:
             deadline = time.monotonic() + self._collect_timeout
         return with_retries(
-            partial(self.api.get_page, page, deadline),
+            partial(self._timed, page, deadline),
             retries=self._retries,
             deadline=deadline,
             what=f"page {page}",
         )
+
+    def _timed(self, page: int, deadline: float) -> RunPage:
+        started = time.monotonic()
+        got = self.api.get_page(page, deadline)
+        self._answered.append(time.monotonic() - started)
+        return got
 
     def read_runs(
         self,
@@ -128,16 +137,13 @@ class NsmlClient:
         """Read the run list from where `progress` says to its end, each run handed to `take`.
         `deadline()` (a `time.monotonic()` value, asked as each page starts) bounds the read;
         None gives each page its own."""
-        timings: list[float] = []
         progress = progress if progress is not None else Progress()
+        asked: list[int] = []
 
         def get(page: int) -> RunPage:
             pace()
-            started = time.monotonic()
-            try:
-                return self.get_page(page, deadline())
-            finally:
-                timings.append(time.monotonic() - started)
+            asked.append(page)
+            return self.get_page(page, deadline())
 
         try:
             result = self._read(get, take, created, progress)
@@ -145,24 +151,23 @@ class NsmlClient:
             if (
                 error.status != 400
                 or self.api.page_size <= FALLBACK_PAGE_SIZE
-                or timings[1:]
+                or asked[1:]
                 or progress.pages
             ):
                 raise
-            asked, self.api.page_size = self.api.page_size, FALLBACK_PAGE_SIZE
+            refused, self.api.page_size = self.api.page_size, FALLBACK_PAGE_SIZE
             try:
                 result = self._read(get, take, created, progress)
             except HTTPStatusError as again:
                 # Refused at the smaller size too: the page size was not the problem.
-                self.api.page_size = asked
+                self.api.page_size = refused
                 raise again from None
             log.warning(
                 "the API refused pageSize=%d (%s); asking for %d from now on",
-                asked,
+                refused,
                 error,
                 FALLBACK_PAGE_SIZE,
             )
-        self._latency = sum(timings) / len(timings) if timings else 0.0
         return result
 
     def _read(self, get: GetPage, take: Take, created: Created, progress: Progress) -> RunList:
