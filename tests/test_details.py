@@ -143,7 +143,7 @@ class Turns:
     def __init__(self) -> None:
         self.waited = 0
 
-    def wait(self, stop: threading.Event | None = None) -> None:
+    def __call__(self) -> None:
         self.waited += 1
 
 

@@ -18,7 +18,9 @@ def test_defaults_match_the_contract() -> None:
     # PAGE_SIZE was 100 until issue 21 (see CHANGELOG): a capping gateway is followed, a 400
     # falls back to 100, so only the number of requests changes.
     assert (settings.page_size, settings.first_page, settings.concurrency) == (1000, 1, 4)
-    assert (settings.collection_mode, settings.read_rate) == ("auto", 15)
+    assert (settings.collection_mode, settings.read_rate) == ("auto", 8)
+    assert (settings.reconcile_interval, settings.status_refresh) == (60, 40)
+    assert settings.state_file is None
     assert (settings.request_timeout, settings.collect_timeout, settings.retries) == (5, 9, 2)
     assert settings.cache_seconds == 0
     assert settings.timezone == "Asia/Seoul"

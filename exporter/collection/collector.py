@@ -81,7 +81,7 @@ class NsmlCollector(Collector):
             once=once,
         )
         if details is not None:
-            details.follow(self.store, self.reader.pace)
+            details.follow(self.store, self.reader.wait_turn)
         self._statuses: dict[str, None] = dict.fromkeys(settings.known_statuses)
         self._statuses_lock = threading.Lock()
         self._warned_future = False

@@ -40,12 +40,6 @@ from ..nsml.paging import RunKey, read_list
 from ..settings import Settings
 
 
-class Pacer(Protocol):
-    """The reader's pace (`nsml.client.Pace`): a request waits its turn."""
-
-    def wait(self, stop: threading.Event | None = None) -> None: ...
-
-
 class RunsFollowed(Protocol):
     """What details tell the store of runs (`store.RunStore`)."""
 
@@ -126,7 +120,7 @@ class RunDetails:
         self._refresh_after = settings.nodes_refresh
         self._status_after = settings.status_refresh
         self._store: RunsFollowed | None = None
-        self._pace: Pacer | None = None
+        self._wait_turn: Callable[[], None] = lambda: None
         self._deadline = settings.collect_timeout
         self._first_page = settings.first_page
         self._wanted = frozenset(settings.projects)
@@ -143,10 +137,10 @@ class RunDetails:
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="nsml-details")
 
-    def follow(self, store: RunsFollowed, pace: Pacer) -> None:
-        """Give each detail's status to `store` (a 404 removes the run), and make each request
-        wait its turn in `pace`."""
-        self._store, self._pace = store, pace
+    def follow(self, store: RunsFollowed, wait_turn: Callable[[], None]) -> None:
+        """Give each detail's status to `store` (a 404 removes the run), and call `wait_turn`
+        before each request (the reader's pace)."""
+        self._store, self._wait_turn = store, wait_turn
 
     def close(self) -> None:
         """Stop: a refresh under way ends without finishing its reads."""
@@ -323,10 +317,6 @@ class RunDetails:
             delay = min(RETRY_CAP, RETRY_BASE * 2 ** (count - 1))
             self._failing[item] = (count, self._clock() + delay)
         return str(error)
-
-    def _wait_turn(self) -> None:
-        if self._pace is not None:
-            self._pace.wait(self._closed)
 
     def _read_detail(self, key: RunKey, deadline: float) -> None:
         self._wait_turn()

@@ -193,6 +193,12 @@ class Reader:
     def state(self) -> ReadState:
         return self._state
 
+    def wait_turn(self) -> None:
+        """Before a request made for the reader (details too): its turn in `READ_RATE` while
+        reading is in the background; none on scrape or for `--once`."""
+        if self._state.mode == BACKGROUND and not self._once:
+            self.pace.wait(self._closed)
+
     def _update(self, **changes: object) -> ReadState:
         with self._lock:
             self._state = replace(self._state, **changes)  # type: ignore[arg-type]
@@ -338,8 +344,7 @@ class Reader:
             if self._clock() - last_log[0] >= PROGRESS_EVERY:
                 last_log[0] = self._clock()
                 self._log_progress()
-            if self._state.mode == BACKGROUND and not self._once:
-                self.pace.wait(self._closed)
+            self.wait_turn()
 
         def deadline() -> float | None:
             return None if self._state.mode == BACKGROUND or self._once else job.deadline
@@ -398,7 +403,7 @@ class Reader:
             return
         kept = 0
         for project_id, name in unseen:
-            self.pace.wait(self._closed)
+            self.wait_turn()
             try:
                 exists = self._source.run_exists(project_id, name, self._clock() + self._timeout)
             except CollectionError as error:

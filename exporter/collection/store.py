@@ -12,9 +12,9 @@ stamps on a run; `end_pass()` removes every run that does not carry it: runs tha
 the pass began and that it did not see. Runs a head read added during the pass carry the new mark
 already, so they stay. A pass that failed goes on with its generation (`begin_pass()` again); one
 whose reading the API contradicted is `abandon_pass()`-ed: what it stamped counts for nothing, and
-the next pass sweeps whatever it alone had seen. A run that offset paging skipped (a run deleted ahead of it pulled it onto a page already
-read) is removed, and the next pass brings it back: between two passes the error is at most the
-list's changes during one.
+the next pass sweeps whatever it alone had seen. A run that offset paging skipped (a run deleted
+ahead of it pulled it onto a page already read) is not seen: the reader asks for its detail
+before the sweep, and `mark()`s it if it still exists.
 
 The aggregates are kept current as runs come and go, so a scrape costs work in the number of
 series it serves, not in the number of runs: every metric is one `Aggregate`, fed each run's
