@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import ssl
 import sys
+import threading
 import time
 
+from .churn import Churn, burst
 from .population import generate_population
 from .simulator import Simulator, SimulatorServer
 
@@ -34,6 +36,29 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="answer 400 to a larger pageSize instead of capping it silently",
     )
+    parser.add_argument(
+        "--churn-every",
+        type=float,
+        default=0.0,
+        help="every this many seconds create a run, finish one and delete one (0: off)",
+    )
+    parser.add_argument(
+        "--churn-for", type=float, default=0.0, help="stop the churn after this many seconds"
+    )
+    parser.add_argument(
+        "--burst", type=int, default=0, help="this many runs created close together, later"
+    )
+    parser.add_argument(
+        "--burst-in", type=float, default=60.0, help="seconds from now until the burst"
+    )
+    parser.add_argument(
+        "--burst-over", type=float, default=30.0, help="seconds the burst is spread over"
+    )
+    parser.add_argument(
+        "--no-forgotten",
+        action="store_true",
+        help="no notebook runs for ever: only runs created recently are in progress",
+    )
     parser.add_argument("--timezone", default="Asia/Seoul")
     parser.add_argument("--access-key", required=True)
     parser.add_argument("--secret-key", required=True)
@@ -49,7 +74,10 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         span=args.span_hours * 3600,
         future_rate=args.new_runs_per_minute / 60,
+        forgotten=not args.no_forgotten,
     )
+    if args.burst:
+        population += burst(args.burst, now + args.burst_in, args.burst_over)
     sim = Simulator(
         args.access_key,
         args.secret_key,
@@ -68,6 +96,10 @@ def main(argv: list[str] | None = None) -> None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(args.tls_cert, args.tls_key)
     server = SimulatorServer(sim, args.host, args.port, tls)
+    if args.churn_every > 0:
+        churn = Churn(sim.listing, args.churn_every, sim.now).start()
+        if args.churn_for > 0:
+            threading.Timer(args.churn_for, churn.stop).start()
     print(server.base_url, flush=True)
     try:
         server.serve_forever()

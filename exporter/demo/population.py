@@ -58,8 +58,10 @@ def generate_population(
     span: float = 3 * 86400,
     future_rate: float = 0.0,
     future_span: float = 86400,
+    forgotten: bool = True,
 ) -> list[SimRun]:
-    """`count` runs created over the last `span` seconds, plus new ones every 1/`future_rate` s."""
+    """`count` runs created over the last `span` seconds, plus new ones every 1/`future_rate` s.
+    Some notebooks are `forgotten` (never end) unless told otherwise."""
     rng = random.Random(seed)
     times = sorted(now - rng.uniform(0, span) for _ in range(count))
     if future_rate > 0:
@@ -75,7 +77,7 @@ def generate_population(
         notebook = rng.random() < 0.4
         roll = rng.random()
         if notebook:
-            duration = None if roll < 0.15 else rng.uniform(600, 8 * 3600)
+            duration = None if roll < 0.15 and forgotten else rng.uniform(600, 8 * 3600)
             outcome = STOPPED if rng.random() < 0.7 else COMPLETED
         else:
             duration = rng.uniform(120, 12 * 3600)

@@ -10,7 +10,8 @@ in the simulator's zone (KST by default). The list (`listing.py`) is newest firs
 arbitrary order, may cap `pageSize` as a gateway may, and changes under a reader.
 
 It gzips bodies when asked to, and serves HTTPS given a certificate. `GET /_sim/stats` counts
-what it served, the most requests it had in flight at once, and the runs listed now (read-only).
+what it served, the most requests it had in flight at once, and the runs listed now;
+`GET /_sim/truth` the runs listed now by status (both read-only).
 It takes no commands: fault injection lives under `tests/`. Alone: `python -m exporter.demo`.
 """
 
@@ -33,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 from ..nsml.signing import gateway_check
 from . import resources
+from .churn import truth
 from .gateway import error_body, served_page_size
 from .listing import Listing
 from .population import SimRun
@@ -200,6 +202,9 @@ class SimulatorHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         if parts.path == "/_sim/stats":
             self._send(200, json.dumps(sim.stats()).encode())
+            return
+        if parts.path == "/_sim/truth":  # the runs listed now by status: costs a pass over them
+            self._send(200, json.dumps(truth(sim.listing, sim.now())).encode())
             return
         sim.count("all")
         sim.count("in_flight")
