@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from exporter.collection.snapshot import Histogram, Record, Rules, Snapshot
-from exporter.collection.store import RunStore, record_of, unpack
+from exporter.collection.store import RunStore, unpack
 from exporter.nsml.models import decode_page
 from tests.conftest import api_run
 
@@ -45,14 +45,22 @@ def rules(**values: Any) -> Rules:
 
 
 def records(runs: list[dict[str, Any]], rule: Rules) -> list[Record]:
+    """The runs as the store keeps them (each read back from a store of its own)."""
     page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
-    return [record_of(run, rule) for run in page["runList"]]
+    found = []
+    for run in page["runList"]:
+        store = RunStore(rule)
+        store.put_run(run)
+        (record,) = contents(store)
+        found.append(record)
+    return found
 
 
 def store_of(runs: list[dict[str, Any]], **values: Any) -> RunStore:
     store = RunStore(rules(**values))
-    for record in records(runs, store.rules):
-        store.put(record)
+    page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
+    for run in page["runList"]:
+        store.put_run(run)
     return store
 
 
@@ -81,10 +89,10 @@ def served(snap: Snapshot) -> dict[str, Any]:
 
 
 def contents(store: RunStore) -> set[Record]:
-    saved = store.saved()
+    strings = store.strings()
     return {
-        unpack(saved.strings, project, name, packed)
-        for project, items in saved.runs.items()
+        unpack(strings, project, name, packed)
+        for project, items in store.dump(chunk=7)
         for name, packed in items
     }
 

@@ -50,7 +50,7 @@ from ..nsml.models import Run, to_timestamp
 from ..nsml.paging import Progress, RunKey, RunList, Take
 from ..settings import Settings
 from . import statefile
-from .store import RunStore, record_of
+from .store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ class Reader:
                 if self._state.failure is not None:  # the page that failed answers now
                     self._update(failure=None)
                     log.info("reading the run list again from page %d", resumed + 1)
-            store.put(record_of(run, store.rules))
+            store.put_run(run)
 
         def pace() -> None:  # before each page after the first one this call reads
             self._estimate(job)
@@ -550,7 +550,7 @@ class Reader:
 
         def take(run: Run) -> None:
             nonlocal new
-            new += store.put(record_of(run, store.rules))
+            new += store.put_run(run)
 
         try:
             pages, total = self._source.read_head(
@@ -595,22 +595,21 @@ class Reader:
             mode=state.mode,
             timezone=str(self._zone),
         )
-        statefile.save(Path(self._state_file), self.store.saved(), meta)
+        statefile.save(Path(self._state_file), self.store, meta)
 
     def _load(self) -> None:
         if self._state_file is None:
             return
-        found = statefile.load(Path(self._state_file), timezone=str(self._zone))
-        if found is None:
+        saved = statefile.load(Path(self._state_file), timezone=str(self._zone))
+        if saved is None:
             return
-        saved, meta = found
         try:
-            loaded = self.store.load(saved)
+            loaded = self.store.adopt(saved.runs, saved.strings)
         except (IndexError, ValueError, OverflowError) as error:
             self.store.clear()
             log.warning("ignoring the saved store %s: malformed (%s)", self._state_file, error)
             return
-        mode = self._state.mode
+        meta, mode = saved.meta, self._state.mode
         if self._setting == "auto" and meta.mode == BACKGROUND:
             mode = BACKGROUND
         self._update(

@@ -37,8 +37,8 @@ import heapq
 import threading
 from bisect import bisect_left, insort
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from math import inf
 from typing import Protocol
 
@@ -81,29 +81,6 @@ def compact(name: str) -> Name:
 def to_milliseconds(seconds: float) -> int:
     """The store keeps times to the millisecond (the API gives whole seconds)."""
     return round(seconds * 1000)
-
-
-def record_of(run: Run, rules: Rules) -> Record:
-    """A run of the API as the store keeps it; raises `InvalidResponseError` for a date the
-    platform cannot convert."""
-    try:
-        created = to_milliseconds(to_timestamp(run["createTime"], rules.zone)) / 1000
-        updated = to_milliseconds(to_timestamp(run["updateTime"], rules.zone)) / 1000
-    except (ValueError, OverflowError):
-        raise InvalidResponseError(
-            f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
-            "is not a valid date and time"
-        ) from None
-    return Record(
-        run["projectId"],
-        run["projectName"],
-        run["runName"],
-        run.get("runType", ""),
-        run["status"],
-        run["creator"],
-        created,
-        updated,
-    )
 
 
 # -- the aggregates ---------------------------------------------------------------------------
@@ -233,15 +210,6 @@ class PassStats:
     removed: int = 0  # runs the sweep removed
 
 
-@dataclass(frozen=True, slots=True)
-class Saved:
-    """The store as `statefile` writes and reads it: the string table and each project's runs
-    as (name, packed record) pairs."""
-
-    strings: list[str]
-    runs: dict[str, list[tuple[Name, int]]] = field(default_factory=dict)
-
-
 def unpack(strings: list[str], project_id: str, name: Name, packed: int) -> Record:
     """A packed record, its strings read from `strings`."""
     packed >>= _MARK_BITS
@@ -318,12 +286,16 @@ class RunStore:
             self._index[text] = index
         return index
 
-    def _pack(self, record: Record, mark: int) -> int:
-        packed = to_milliseconds(record.created) + _TIME_OFFSET
-        packed = packed << _TIME_BITS | (to_milliseconds(record.updated) + _TIME_OFFSET)
-        for text in (record.creator, record.status, record.run_type, record.project):
-            packed = packed << _STRING_BITS | self._string(text)
-        return packed << _MARK_BITS | mark
+    def _pack(
+        self, created: int, updated: int, project: str, run_type: str, status: str, creator: str
+    ) -> int:
+        """A record packed, times in milliseconds, with no mark (the lock held)."""
+        index = self._index
+        packed = (created + _TIME_OFFSET) << _TIME_BITS | (updated + _TIME_OFFSET)
+        for text in (creator, status, run_type, project):
+            found = index.get(text)
+            packed = packed << _STRING_BITS | (self._string(text) if found is None else found)
+        return packed << _MARK_BITS
 
     def _counted(self, record: Record) -> bool:
         projects = self.rules.projects
@@ -336,14 +308,63 @@ class RunStore:
 
     # -- writing --------------------------------------------------------------------------------
 
+    def put_run(self, run: Run) -> bool:
+        """A run as the API lists it (what the readers put: no `Record` is made for a run that
+        did not change, as most have not). True when the store did not hold it. Raises
+        `InvalidResponseError` for a time the platform cannot convert."""
+        zone = self.rules.zone
+        try:
+            created = to_milliseconds(to_timestamp(run["createTime"], zone))
+            updated = to_milliseconds(to_timestamp(run["updateTime"], zone))
+        except (ValueError, OverflowError):
+            raise InvalidResponseError(
+                f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
+                "is not a valid date and time"
+            ) from None
+        return self._put(
+            run["projectId"],
+            run["runName"],
+            created,
+            updated,
+            run["projectName"],
+            run.get("runType", ""),
+            run["status"],
+            run["creator"],
+        )
+
     def put(self, record: Record) -> bool:
-        """`record` in place of the run with its identity, marked as seen by the pass under way
+        """`record` in place of the run with its identity: see `_put`."""
+        return self._put(
+            record.project_id,
+            record.run,
+            to_milliseconds(record.created),
+            to_milliseconds(record.updated),
+            record.project,
+            record.run_type,
+            record.status,
+            record.creator,
+        )
+
+    def _put(
+        self,
+        project_id: str,
+        run: str,
+        created: int,
+        updated: int,
+        project: str,
+        run_type: str,
+        status: str,
+        creator: str,
+    ) -> bool:
+        """The run in place of the one with its identity, marked as seen by the pass under way
         (if any). True when the store did not hold that run."""
-        name = compact(record.run)
+        name = compact(run)
         with self._lock:
-            runs = self._runs.setdefault(record.project_id, {})
+            runs = self._runs.get(project_id)
+            if runs is None:
+                runs = self._runs[project_id] = {}
             old = runs.get(name)
-            packed = self._pack(record, self._mark)
+            packed = self._pack(created, updated, project, run_type, status, creator) | self._mark
             if self._pass is not None and (old is None or old & _MARK_MASK != self._mark):
                 self._pass.seen += 1
             if old is not None and old >> _MARK_BITS == packed >> _MARK_BITS:
@@ -351,13 +372,24 @@ class RunStore:
                 return False
             runs[name] = packed
             if old is not None:
-                self._enter(unpack(self._strings, record.project_id, name, old), -1)
+                self._enter(unpack(self._strings, project_id, name, old), -1)
             else:
                 self._size += 1
                 if self._pass is not None:
                     self._pass.added += 1
-            # What enters is what leaves later: the record as packed (times to the millisecond).
-            self._enter(unpack(self._strings, record.project_id, name, packed), +1)
+            self._enter(
+                Record(
+                    project_id,
+                    project,
+                    run,
+                    run_type,
+                    status,
+                    creator,
+                    created / 1000,
+                    updated / 1000,
+                ),
+                +1,
+            )
             return old is None
 
     def set_status(self, key: RunKey, status: str, at: float) -> bool:
@@ -373,11 +405,18 @@ class RunStore:
             record = unpack(self._strings, key[0], name, old)
             if record.status == status:
                 return False
-            new = record._replace(status=status, updated=max(at, record.created))
-            packed = self._pack(new, old & _MARK_MASK)
-            runs[name] = packed
+            updated = max(to_milliseconds(at), to_milliseconds(record.created))
+            packed = self._pack(
+                to_milliseconds(record.created),
+                updated,
+                record.project,
+                record.run_type,
+                status,
+                record.creator,
+            )
+            runs[name] = packed | old & _MARK_MASK
             self._enter(record, -1)
-            self._enter(unpack(self._strings, key[0], name, packed), +1)
+            self._enter(record._replace(status=status, updated=updated / 1000), +1)
             return True
 
     def remove(self, key: RunKey) -> bool:
@@ -532,22 +571,36 @@ class RunStore:
 
     # -- saving ---------------------------------------------------------------------------------
 
-    def saved(self) -> Saved:
-        """The store's contents, for `statefile` (copied a project at a time)."""
+    def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple[Name, int]]]]:
+        """The runs as (project id, [(name, packed record)]), `chunk` at a time, each copied
+        under the lock: a save never holds the lock for long, nor a copy of the whole store."""
         with self._lock:
-            strings = list(self._strings)
             projects = list(self._runs)
-        runs: dict[str, list[tuple[Name, int]]] = {}
         for project_id in projects:
             with self._lock:
-                runs[project_id] = list(self._runs.get(project_id, {}).items())
-        return Saved(strings, runs)
+                names = list(self._runs.get(project_id, {}))
+            for start in range(0, len(names), chunk):
+                with self._lock:
+                    runs = self._runs.get(project_id, {})
+                    items = [(n, runs[n]) for n in names[start : start + chunk] if n in runs]
+                yield project_id, items
 
-    def load(self, saved: Saved) -> int:
-        """Put every run of `saved`; the runs loaded."""
-        loaded = 0
-        for project_id, items in saved.runs.items():
-            for name, packed in items:
-                self.put(unpack(saved.strings, project_id, name, packed))
-                loaded += 1
-        return loaded
+    def strings(self) -> list[str]:
+        """The table the packed records index (it only grows)."""
+        with self._lock:
+            return list(self._strings)
+
+    def adopt(self, runs: dict[str, dict[Name, int]], strings: list[str]) -> int:
+        """Take a saved store's runs as the store's own (nothing is copied) and make the
+        aggregates from them; the runs adopted. Raises `IndexError` for a record whose strings
+        are not in `strings` (a damaged file): `clear()` then."""
+        with self._lock:
+            self._reset()
+            self._strings, self._index = strings, {text: n for n, text in enumerate(strings)}
+            self._runs = runs
+            for project_id, names in runs.items():
+                for name, packed in names.items():
+                    names[name] = packed & ~_MARK_MASK  # seen by no pass yet
+                    self._enter(unpack(strings, project_id, name, packed), +1)
+                    self._size += 1
+            return self._size
