@@ -321,16 +321,29 @@ class RunStore:
                 f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
                 "is not a valid date and time"
             ) from None
-        return self._put(
-            run["projectId"],
-            run["runName"],
-            created,
-            updated,
-            run["projectName"],
-            run.get("runType", ""),
-            run["status"],
-            run["creator"],
-        )
+        project_id, run_name, project = run["projectId"], run["runName"], run["projectName"]
+        run_type, status, creator = run.get("runType", ""), run["status"], run["creator"]
+        name = compact(run_name)
+        index = self._index
+        with self._lock:  # a run that did not change (most): its mark, and nothing else
+            runs = self._runs.get(project_id)
+            old = None if runs is None else runs.get(name)
+            strings = (
+                index.get(creator),
+                index.get(status),
+                index.get(run_type),
+                index.get(project),
+            )
+            if old is not None and None not in strings:
+                packed = (created + _TIME_OFFSET) << _TIME_BITS | (updated + _TIME_OFFSET)
+                for found in strings:
+                    packed = packed << _STRING_BITS | found  # type: ignore[operator]
+                if old >> _MARK_BITS == packed:
+                    if self._pass is not None and old & _MARK_MASK != self._mark:
+                        self._pass.seen += 1
+                    runs[name] = packed << _MARK_BITS | self._mark  # type: ignore[index]
+                    return False
+        return self._put(project_id, run_name, created, updated, project, run_type, status, creator)
 
     def put(self, record: Record) -> bool:
         """`record` in place of the run with its identity: see `_put`."""

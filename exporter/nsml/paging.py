@@ -159,6 +159,7 @@ def read_run_list(
             index != start
             and len(runs) == step
             and total == first["totalCount"]  # a list that grew can repeat a page, shifted
+            and run_key(runs[0]) == first_keys[0]
             and list(map(run_key, runs)) == first_keys
         ):
             raise InconsistentPagingError(
