@@ -61,6 +61,7 @@ _TIME_OFFSET = 1 << (_TIME_BITS - 1)
 _MAX_STRINGS = 1 << _STRING_BITS
 
 Name = int | str  # a run name as kept: a canonical decimal as an int
+Strings = tuple[str, str, str, str]  # creator, status, run type, project name: packing order
 
 
 class Aggregate(Protocol):
@@ -286,13 +287,11 @@ class RunStore:
             self._index[text] = index
         return index
 
-    def _pack(
-        self, created: int, updated: int, project: str, run_type: str, status: str, creator: str
-    ) -> int:
+    def _pack(self, created: int, updated: int, strings: Strings) -> int:
         """A record packed, times in milliseconds, with no mark (the lock held)."""
         index = self._index
         packed = (created + _TIME_OFFSET) << _TIME_BITS | (updated + _TIME_OFFSET)
-        for text in (creator, status, run_type, project):
+        for text in strings:
             found = index.get(text)
             packed = packed << _STRING_BITS | (self._string(text) if found is None else found)
         return packed << _MARK_BITS
@@ -321,29 +320,24 @@ class RunStore:
                 f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
                 "is not a valid date and time"
             ) from None
-        project_id, run_name, project = run["projectId"], run["runName"], run["projectName"]
-        run_type, status, creator = run.get("runType", ""), run["status"], run["creator"]
+        project_id, run_name = run["projectId"], run["runName"]
+        strings = (run["creator"], run["status"], run.get("runType", ""), run["projectName"])
         name = compact(run_name)
         index = self._index
         with self._lock:  # a run that did not change (most): its mark, and nothing else
             runs = self._runs.get(project_id)
             old = None if runs is None else runs.get(name)
-            strings = (
-                index.get(creator),
-                index.get(status),
-                index.get(run_type),
-                index.get(project),
-            )
-            if old is not None and None not in strings:
+            indexes = [index.get(text) for text in strings]
+            if old is not None and None not in indexes:
                 packed = (created + _TIME_OFFSET) << _TIME_BITS | (updated + _TIME_OFFSET)
-                for found in strings:
+                for found in indexes:
                     packed = packed << _STRING_BITS | found  # type: ignore[operator]
                 if old >> _MARK_BITS == packed:
                     if self._pass is not None and old & _MARK_MASK != self._mark:
                         self._pass.seen += 1
                     runs[name] = packed << _MARK_BITS | self._mark  # type: ignore[index]
                     return False
-        return self._put(project_id, run_name, created, updated, project, run_type, status, creator)
+        return self._put(project_id, run_name, created, updated, strings)
 
     def put(self, record: Record) -> bool:
         """`record` in place of the run with its identity: see `_put`."""
@@ -352,32 +346,19 @@ class RunStore:
             record.run,
             to_milliseconds(record.created),
             to_milliseconds(record.updated),
-            record.project,
-            record.run_type,
-            record.status,
-            record.creator,
+            (record.creator, record.status, record.run_type, record.project),
         )
 
-    def _put(
-        self,
-        project_id: str,
-        run: str,
-        created: int,
-        updated: int,
-        project: str,
-        run_type: str,
-        status: str,
-        creator: str,
-    ) -> bool:
-        """The run in place of the one with its identity, marked as seen by the pass under way
-        (if any). True when the store did not hold that run."""
+    def _put(self, project_id: str, run: str, created: int, updated: int, strings: Strings) -> bool:
+        """The run in place of the one with its identity (its strings in packing order),
+        marked as seen by the pass under way (if any). True when the store did not hold it."""
         name = compact(run)
         with self._lock:
             runs = self._runs.get(project_id)
             if runs is None:
                 runs = self._runs[project_id] = {}
             old = runs.get(name)
-            packed = self._pack(created, updated, project, run_type, status, creator) | self._mark
+            packed = self._pack(created, updated, strings) | self._mark
             if self._pass is not None and (old is None or old & _MARK_MASK != self._mark):
                 self._pass.seen += 1
             if old is not None and old >> _MARK_BITS == packed >> _MARK_BITS:
@@ -390,19 +371,11 @@ class RunStore:
                 self._size += 1
                 if self._pass is not None:
                     self._pass.added += 1
-            self._enter(
-                Record(
-                    project_id,
-                    project,
-                    run,
-                    run_type,
-                    status,
-                    creator,
-                    created / 1000,
-                    updated / 1000,
-                ),
-                +1,
+            creator, status, run_type, project = strings
+            record = Record(
+                project_id, project, run, run_type, status, creator, created / 1000, updated / 1000
             )
+            self._enter(record, +1)
             return old is None
 
     def set_status(self, key: RunKey, status: str, at: float) -> bool:
@@ -419,14 +392,8 @@ class RunStore:
             if record.status == status:
                 return False
             updated = max(to_milliseconds(at), to_milliseconds(record.created))
-            packed = self._pack(
-                to_milliseconds(record.created),
-                updated,
-                record.project,
-                record.run_type,
-                status,
-                record.creator,
-            )
+            strings = (record.creator, status, record.run_type, record.project)
+            packed = self._pack(to_milliseconds(record.created), updated, strings)
             runs[name] = packed | old & _MARK_MASK
             self._enter(record, -1)
             self._enter(record._replace(status=status, updated=updated / 1000), +1)
