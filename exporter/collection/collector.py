@@ -7,6 +7,12 @@ fresh from each snapshot, never module-level gauges, so a run that disappears fr
 disappears from `/metrics` too, and a failed collection serves no run series at all. Every value
 comes from the snapshot (ages too are as of the collection's end), so scrapes served the same
 collection get the same bytes.
+
+Production does not register it in a registry: `web.exposition` asks `shared.get()` for the
+snapshot and renders `families(snapshot)` once per collection and format, beside a registry of
+the exporter's own live metrics. It is still a prometheus_client `Collector` (`collect()`,
+`describe()`), so that it can be registered where that is the way (the in-process tests, an
+application embedding it); both paths build the same families from the same snapshot.
 """
 
 from __future__ import annotations
@@ -209,6 +215,18 @@ class NsmlCollector(Collector):
         yield from health_families(snap, self._settings.collect_timeout, describe)
 
     def _run_families(self, snap: Snapshot) -> Iterator[Metric]:
+        """The run list's families, for instance (labels cut short):
+
+        nsml_runs{project="vision",run_type="TRAIN",status="RUN_STATE_COMPLETED",...} 6.0
+        nsml_run_age_seconds{creator="u1",project="vision",run="12",...} 5040.0
+        nsml_run_created_timestamp_seconds{...} 1.7650e+09
+        nsml_run_updated_timestamp_seconds{...} 1.7650e+09
+        nsml_run_duration_seconds_bucket{le="60.0",project="vision",...} 0.0
+        nsml_run_duration_seconds_gcount{project="vision",...} 27.0
+        nsml_run_duration_seconds_gsum{project="vision",...} 131311.0
+        nsml_run_finished_age_seconds_bucket{le="3600.0",...} 2.0
+        nsml_project_last_created_timestamp_seconds{project="vision",...} 1.7650e+09
+        """
         runs = GaugeMetricFamily("nsml_runs", "Runs in the NSML run list", labels=COUNT_LABELS)
         for key, count in snap.counts.items():
             runs.add_metric(key, count)
