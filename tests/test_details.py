@@ -166,6 +166,24 @@ def test_a_detail_is_read_again_after_status_refresh_and_its_status_goes_to_the_
     assert turns.waited == len(api.calls) - 2  # every run and node request; not projects
 
 
+def test_a_detail_that_fails_once_is_retried_like_a_page() -> None:
+    """Bug caught: details read once, not through the retrying path pages take (issue 26), so
+    one 503 left the run pending for a back-off of 30 s."""
+
+    class FlakyApi(FakeApi):
+        def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+            if not self.of("run"):
+                self._call("run", run_name)
+                raise HTTPStatusError("HTTP 503", status=503, retryable=True)
+            return super().get_run(project_id, run_name, deadline)
+
+    api = FlakyApi()
+    runs = details(api, retries=1)
+    runs.refresh(keys("1"))
+    assert api.of("run") == ["1", "1"]
+    assert runs.view(keys("1")).pending == 0
+
+
 def test_a_run_whose_detail_is_gone_leaves_the_store() -> None:
     """Bug caught: a deleted run in progress counted until the next full read."""
     api, store = FakeApi(), FollowedStore()

@@ -31,12 +31,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 from ..errors import CollectionError, HTTPStatusError
 from ..nsml.api import NsmlApi
 from ..nsml.models import Node, Project
 from ..nsml.paging import RunKey, read_list
+from ..nsml.retry import with_retries
 from ..settings import Settings
 
 
@@ -49,6 +51,7 @@ class RunsFollowed(Protocol):
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds before a run whose read failed is asked again: doubled each time, up to the cap.
 RETRY_BASE, RETRY_CAP = 30.0, 600.0
@@ -123,6 +126,7 @@ class RunDetails:
         self._wait_turn: Callable[[], None] = lambda: None
         self._deadline = settings.collect_timeout
         self._first_page = settings.first_page
+        self._retries = settings.retries
         self._wanted = frozenset(settings.projects)
         self._lock = threading.Lock()
         self._info: dict[RunKey, tuple[float, RunInfo]] = {}  # when read, what
@@ -255,7 +259,9 @@ class RunDetails:
 
     def _read_projects(self, deadline: float) -> None:
         def page(number: int) -> tuple[list[Project], int]:
-            got = self._api.get_projects(number, deadline)
+            got = self._retried(
+                partial(self._api.get_projects, number, deadline), deadline, "projects"
+            )
             return got["projects"], got["totalCount"]
 
         try:
@@ -318,9 +324,16 @@ class RunDetails:
             self._failing[item] = (count, self._clock() + delay)
         return str(error)
 
+    def _retried(self, call: Callable[[], T], deadline: float, what: str) -> T:
+        """`call()`, retried like a page of the run list (429, 5xx, timeouts, broken
+        connections; `RETRIES` times within the deadline)."""
+        return with_retries(call, retries=self._retries, deadline=deadline, what=what)
+
     def _read_detail(self, key: RunKey, deadline: float) -> None:
         self._wait_turn()
-        detail = self._api.get_run(key[0], key[1], deadline)
+        detail = self._retried(
+            partial(self._api.get_run, key[0], key[1], deadline), deadline, f"run {key[1]}"
+        )
         code = detail.get("gpuSvrCode")
         info = RunInfo(
             detail.get("engFullName", ""),
@@ -338,7 +351,11 @@ class RunDetails:
             if not budget.take():
                 raise _Spent
             self._wait_turn()
-            got = self._api.get_nodes(key[0], key[1], number, deadline)
+            got = self._retried(
+                partial(self._api.get_nodes, key[0], key[1], number, deadline),
+                deadline,
+                f"nodes of run {key[1]}",
+            )
             return got["nodes"], got["totalCount"]
 
         nodes = read_list(page, first_page=self._first_page, page_size=self._api.page_size)

@@ -270,11 +270,6 @@ class RunStore:
             names = self._runs.get(key[0])
             return names is not None and compact(key[1]) in names
 
-    def get(self, key: RunKey) -> Record | None:
-        with self._lock:
-            packed = self._runs.get(key[0], {}).get(compact(key[1]))
-            return None if packed is None else unpack(self._strings, key[0], key[1], packed)
-
     # -- packing (the lock held) ----------------------------------------------------------------
 
     def _string(self, text: str) -> int:
