@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.collection.details import RETRY_BASE, RunDetails
 from exporter.demo.population import PROJECTS
 from exporter.demo.resources import EMPTY_PROJECT, GPU_SERVERS, SECRET_MARKER
-from exporter.errors import ConnectionFailedError, HTTPStatusError
+from exporter.errors import ConnectionFailedError, HTTPStatusError, RequestTimeoutError
 from tests.conftest import (
     ExporterProcess,
     api_run,
@@ -55,16 +55,23 @@ class FakeApi:
         if (endpoint, name) in self.fail:
             raise self.fail[endpoint, name]
 
+    def _in_time(self, deadline: float) -> None:
+        if time.monotonic() > deadline:  # as the real client: no request past its deadline
+            raise RequestTimeoutError("collection deadline reached")
+
     def get_projects(self, page: int, deadline: float) -> dict[str, Any]:
+        self._in_time(deadline)
         self._call("projects", "")
         return {"projects": self.projects, "totalCount": len(self.projects)}
 
     def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+        self._in_time(deadline)
         self._call("run", run_name)
         detail = {"engFullName": f"GPU of {run_name}", "gpuSvrCode": 7, "imageType": "BASE"}
         return {**detail, "status": self.status} if self.status else detail
 
     def get_nodes(self, project_id: str, run_name: str, page: int, deadline: float) -> Any:
+        self._in_time(deadline)
         self._call("nodes", run_name)
         states = ["RUNNING"] * (self.nodes - 1) + ["PENDING"]
         got = states[(page - 1) * 100 : page * 100]
@@ -163,7 +170,7 @@ def test_a_detail_is_read_again_after_status_refresh_and_its_status_goes_to_the_
     runs.refresh(keys("1"))
     assert api.of("run") == (["1", "1"] if read_again else ["1"])
     assert store.statuses == [(("p1", "1"), "RUN_STATE_COMPLETED")] * len(api.of("run"))
-    assert turns.waited == len(api.calls) - 2  # every run and node request; not projects
+    assert turns.waited == len(api.calls)  # every request waited its turn, projects too
 
 
 def test_a_detail_that_fails_once_is_retried_like_a_page() -> None:
@@ -182,6 +189,17 @@ def test_a_detail_that_fails_once_is_retried_like_a_page() -> None:
     runs.refresh(keys("1"))
     assert api.of("run") == ["1", "1"]
     assert runs.view(keys("1")).pending == 0
+
+
+def test_waiting_for_turns_never_eats_a_requests_time() -> None:
+    """Bug caught (seen in the benchmark): one COLLECT_TIMEOUT for a whole refresh whose
+    requests wait their turn at READ_RATE, so later reads failed as "collection deadline
+    reached" and backed off."""
+    api, store = FakeApi(), FollowedStore()
+    runs = details(api, collect_timeout=0.2)
+    runs.follow(store, lambda: time.sleep(0.1))  # three turns outlast COLLECT_TIMEOUT
+    runs.refresh(keys("1", "2", "3"))
+    assert runs.view(keys("1", "2", "3")).pending == 0
 
 
 def test_a_run_whose_detail_is_gone_leaves_the_store() -> None:

@@ -221,15 +221,14 @@ class RunDetails:
         self, series: Iterable[RunKey], versions: Mapping[RunKey, object] | None = None
     ) -> None:
         """Read the project list, then what `plan` asks for within the budget. Never raises."""
-        deadline = time.monotonic() + self._deadline
         self._version_of = versions or {}
-        self._read_projects(deadline)
+        self._read_projects()
         plan = self.plan(series, versions)
         budget = _Budget(self._budget)
         try:
             failed = [
                 error
-                for error in self._pool.map(lambda item: self._read(item, budget, deadline), plan)
+                for error in self._pool.map(lambda item: self._read(item, budget), plan)
                 if error
             ]
         except (CancelledError, RuntimeError):  # closed under it: the exporter is stopping
@@ -257,11 +256,9 @@ class RunDetails:
                 ),
             )
 
-    def _read_projects(self, deadline: float) -> None:
+    def _read_projects(self) -> None:
         def page(number: int) -> tuple[list[Project], int]:
-            got = self._retried(
-                partial(self._api.get_projects, number, deadline), deadline, "projects"
-            )
+            got = self._retried(partial(self._api.get_projects, number), "projects")
             return got["projects"], got["totalCount"]
 
         try:
@@ -285,16 +282,16 @@ class RunDetails:
         with self._lock:
             self._projects = tuple(projects.values())
 
-    def _read(self, item: tuple[str, RunKey], budget: _Budget, deadline: float) -> str | None:
+    def _read(self, item: tuple[str, RunKey], budget: _Budget) -> str | None:
         """One planned read; the failure's message, or None."""
         kind, key = item
         try:
             if kind == "run":
                 if not budget.take():
                     return None
-                self._read_detail(key, deadline)
+                self._read_detail(key)
             else:
-                self._read_nodes(key, budget, deadline)
+                self._read_nodes(key, budget)
         except _Spent:
             return None
         except HTTPStatusError as error:
@@ -324,16 +321,18 @@ class RunDetails:
             self._failing[item] = (count, self._clock() + delay)
         return str(error)
 
-    def _retried(self, call: Callable[[], T], deadline: float, what: str) -> T:
-        """`call()`, retried like a page of the run list (429, 5xx, timeouts, broken
-        connections; `RETRIES` times within the deadline)."""
-        return with_retries(call, retries=self._retries, deadline=deadline, what=what)
-
-    def _read_detail(self, key: RunKey, deadline: float) -> None:
+    def _retried(self, call: Callable[[float], T], what: str) -> T:
+        """`call(deadline)` once its turn comes (the reader's pace), retried like a page of
+        the run list (429, 5xx, timeouts, broken connections: `RETRIES` times), within
+        `COLLECT_TIMEOUT` from its turn: waiting for turns never eats a request's time."""
         self._wait_turn()
-        detail = self._retried(
-            partial(self._api.get_run, key[0], key[1], deadline), deadline, f"run {key[1]}"
+        deadline = time.monotonic() + self._deadline
+        return with_retries(
+            partial(call, deadline), retries=self._retries, deadline=deadline, what=what
         )
+
+    def _read_detail(self, key: RunKey) -> None:
+        detail = self._retried(partial(self._api.get_run, key[0], key[1]), f"run {key[1]}")
         code = detail.get("gpuSvrCode")
         info = RunInfo(
             detail.get("engFullName", ""),
@@ -346,15 +345,12 @@ class RunDetails:
         if status and self._store is not None:
             self._store.set_status(key, status, self._wall())
 
-    def _read_nodes(self, key: RunKey, budget: _Budget, deadline: float) -> None:
+    def _read_nodes(self, key: RunKey, budget: _Budget) -> None:
         def page(number: int) -> tuple[list[Node], int]:
             if not budget.take():
                 raise _Spent
-            self._wait_turn()
             got = self._retried(
-                partial(self._api.get_nodes, key[0], key[1], number, deadline),
-                deadline,
-                f"nodes of run {key[1]}",
+                partial(self._api.get_nodes, key[0], key[1], number), f"nodes of run {key[1]}"
             )
             return got["nodes"], got["totalCount"]
 
