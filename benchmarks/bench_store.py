@@ -385,21 +385,33 @@ def main() -> None:
     parser.add_argument("--before", default="cb551cd", help="main before issue 26")
     parser.add_argument("--before-21", default="3d165bc", help="main before issue 21")
     parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument(
+        "--exporters",
+        default="ours,before,before-21",
+        help="which exporters to run (before-21 in the small history only)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    only = set(args.only.split(","))
+    only, chosen = set(args.only.split(",")), set(args.exporters.split(","))
     before, before_21 = worktree(args.before), worktree(args.before_21)
+    trees = {
+        name: tree
+        for key, name, tree in (
+            ("ours", "nsml-exporter", ROOT),
+            ("before", args.before, before),
+            ("before-21", args.before_21, before_21),
+        )
+        if key in chosen
+    }
     results: dict[str, object] = {}
     try:
         if "small" in only:
-            trees = {"nsml-exporter": ROOT, args.before: before, args.before_21: before_21}
             results["small"] = small(trees)
+        trees.pop(args.before_21, None)
         if "activity" in only:
-            results["activity"] = activity(
-                {"nsml-exporter": ROOT, args.before: before}, args.minutes
-            )
+            results["activity"] = activity(trees, args.minutes)
         if "burst" in only:
-            results["burst"] = burst({"nsml-exporter": ROOT, args.before: before})
+            results["burst"] = burst(trees)
         if "million" in only:
             results["million"] = million(args.minutes)
     finally:
