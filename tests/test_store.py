@@ -425,3 +425,68 @@ class StoreMachine(RuleBasedStateMachine):
 
 StoreMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
 test_the_store_against_a_model = StoreMachine.TestCase
+
+
+# -- unknown runs, the pass's count, saving ---------------------------------------------------
+
+
+def test_a_run_of_a_project_the_store_never_held_is_no_error() -> None:
+    """Bug caught: a detail's status, a 404 or a check for a run of a project the store has
+    no run of (deleted meanwhile) raising instead of being ignored."""
+    store = store_of([api_run("p1", "1")])
+    assert store.set_status(("p9", "1"), COMPLETED, NOW) is False
+    assert store.remove(("p9", "1")) is False
+    store.mark(("p9", "1"))
+    assert len(store) == 1 and ("p9", "1") not in store
+
+
+def test_the_pass_counts_the_distinct_runs_it_saw() -> None:
+    """Bug caught: warming's log line counting runs seen twice (a run pushed across a page),
+    or counting without a pass."""
+    store = store_of([api_run("p1", str(n)) for n in range(3)])
+    assert store.pass_seen() == 0
+    store.begin_pass()
+    page = [api_run("p1", "0"), api_run("p1", "1"), api_run("p1", "1"), api_run("p1", "new")]
+    for record in records(page, store.rules):
+        store.put(record)
+    assert store.pass_seen() == 3
+
+
+def test_a_saved_store_adopted_serves_the_same_and_sweeps_from_scratch() -> None:
+    """Bugs caught: a dump that repeats or drops runs across chunks, runs adopted with their
+    old mark (a deleted run looking seen by the first read), names or sizes lost."""
+    runs = [api_run(f"p{n % 2}", str(n), IN_PROGRESS if n % 3 else COMPLETED) for n in range(40)]
+    store = store_of(runs, max_run_series=3)
+    store.begin_pass()
+    for record in records(runs, store.rules):
+        store.put(record)  # every run carries this pass's generation
+    store.end_pass()
+    dumped = list(store.dump(chunk=3))
+    assert sum(len(items) for _, items in dumped) == 40
+    assert len({(project, name) for project, items in dumped for name, _ in items}) == 40
+    saved: dict[str, dict[Any, int]] = {}
+    for project, items in dumped:
+        saved.setdefault(project, {}).update(items)
+    again = RunStore(store.rules)
+    assert again.adopt(saved, store.strings()) == 40 == len(again)
+    snap = again.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    assert served(snap) == served(store.snapshot(STATUSES, now=NOW, duration=0, total_count=0))
+    assert contents(again) == contents(store)
+    again.begin_pass()  # the first read after a restart: one run is gone
+    for record in records(runs[1:], again.rules):
+        again.put(record)
+    again.end_pass()
+    assert len(again) == 39 and ("p0", "0") not in again
+
+
+def test_a_save_goes_on_while_a_read_sweeps_a_whole_project() -> None:
+    """Bug caught: a dump that fails when a project it listed is gone by the time it gets
+    there (a full read swept its last run meanwhile)."""
+    store = store_of([api_run("p1", "1"), api_run("p2", "1")])
+    chunks = store.dump()
+    first = next(chunks)
+    store.begin_pass()
+    (keep,) = records([api_run(first[0], "1")], store.rules)
+    store.put(keep)
+    store.end_pass()  # the other project is gone
+    assert [project for project, items in chunks if items] == []
