@@ -461,3 +461,131 @@ def test_a_plain_list_with_a_lying_total_stops_at_the_short_page() -> None:
 
     assert read_list(page, first_page=1, page_size=4) == list(range(10))
     assert asked == [1, 2, 3]
+
+
+# -- written for mutmut's survivors: each fails with one mutant of paging.py --------------------
+
+
+def test_an_empty_list_is_one_page_newest_first_and_nothing_to_follow() -> None:
+    """Bugs caught: an empty list reported as more pages, another page size, not newest first,
+    or its progress off (a resumed read would skip pages)."""
+    pages = Pages(paged([]), 10)
+    progress = Progress()
+    result = read_run_list(
+        pages, first_page=1, page_size=10, take=lambda r: None, created=created, progress=progress
+    )
+    assert result == RunList(0, 1, 10, True)
+    assert (progress.pages, progress.page_size, progress.total_count) == (1, 10, 0)
+
+
+def test_an_empty_first_page_names_the_page_and_the_total() -> None:
+    with pytest.raises(InconsistentPagingError, match=r"^page 1 is empty but totalCount is 25 "):
+        fetch(paged([], total=25))
+
+
+def test_a_refused_page_0_stays_a_400() -> None:
+    """Bug caught: the 400 for page 0, rewritten with its hint, losing its status (the page
+    size fallback and the error's counting read it)."""
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        if page < 1:
+            return 400, {"error": {"errorCode": 100, "message": "Bad Request Exception"}}
+        return paged(runs_of(25))(page, size)
+
+    with pytest.raises(HTTPStatusError) as raised:
+        fetch(handler, first_page=0)
+    assert raised.value.status == 400
+
+
+@pytest.mark.parametrize(("count", "total", "past"), [(35, 15, 20), (30, 30, 0), (21, 20, 1)])
+def test_runs_past_total_count_are_counted_exactly(count: int, total: int, past: int) -> None:
+    """Bugs caught: the runs past totalCount miscounted where the last page is partial, or
+    counted for an API that tells the truth."""
+    result, _ = fetch(paged(runs_of(count), total=total), page_size=10)
+    assert result.result is not None and result.result.past_total == past
+    assert len(result.runs) == count
+
+
+def test_how_far_the_list_moved_is_the_spread_of_its_totals() -> None:
+    """Bug caught: the head read after a read under churn not told how far to look."""
+    base = runs_of(20)
+    served: list[int] = []
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        served.append(page)
+        grown = [api_run("p1", f"new-{n}") for n in range(7)]
+        return paged(base if len(served) == 1 else grown + base)(page, size)
+
+    result, _ = fetch(handler, page_size=10)
+    assert result.result is not None and result.result.moved == 7
+
+
+def test_a_burst_larger_than_a_page_between_two_pages_is_no_disorder() -> None:
+    """Bug caught: the seam compared across pages whose totalCounts differ (the list changed
+    between them): a page of new runs after the burst read as disorder, so no head reads."""
+    base = timed_runs(30)
+    served: list[int] = []
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        served.append(page)
+        burst = [
+            api_run("p1", f"b{n}", created=f"2024-09-03 12:{59 - n:02d}:00") for n in range(15)
+        ]
+        return paged(base if len(served) == 1 else burst + base)(page, size)
+
+    result, _ = fetch(handler, page_size=10)
+    assert result.result is not None and result.result.newest_first
+
+
+def test_runs_created_in_the_same_second_are_in_order() -> None:
+    """Bugs caught: equal createTimes within a page, or across a seam, taken for disorder."""
+    runs = [api_run("p1", str(n), created="2024-09-03 10:00:00") for n in range(25)]
+    result, _ = fetch(paged(runs), page_size=10)
+    assert result.result is not None and result.result.newest_first
+
+
+def test_a_page_one_run_short_of_its_total_is_inconsistent_without_a_hint() -> None:
+    """Bugs caught: a shortfall of one run passed over, or the FIRST_PAGE hint given where a
+    whole page is not what is missing."""
+    with pytest.raises(InconsistentPagingError) as raised:
+        fetch(paged(runs_of(30), total=31), page_size=10)
+    assert str(raised.value).endswith("says 1 more follow")
+
+
+def test_a_head_read_stops_at_an_exact_number_of_pages() -> None:
+    """Bug caught: a list of exactly two pages read for a third."""
+    names, count, _, asked = read_head_of(timed_runs(20), set())
+    assert (len(names), count, asked) == (20, 2, [1, 2])
+
+
+def test_a_head_read_stops_at_a_page_ending_with_a_known_run_alone() -> None:
+    """Bug caught: the stop looking at another run than the page's last."""
+    runs = timed_runs(40)
+    _, count, _, asked = read_head_of(runs, {("p1", "21")})  # page 2 ends with "21"
+    assert (count, asked) == (2, [1, 2])
+
+
+def test_a_plain_list_that_never_ends_fails_after_a_hundred_pages() -> None:
+    """Bugs caught: the bound moved, or its message lost."""
+    asked: list[int] = []
+
+    def page(number: int) -> tuple[list[int], int]:
+        asked.append(number)
+        return [1, 2], 10**9
+
+    with pytest.raises(InconsistentPagingError, match="still more items after 100 pages of 2"):
+        read_list(page, first_page=1, page_size=2)
+    assert len(asked) == 100
+
+
+@pytest.mark.parametrize(("items", "total", "expected"), [([], 3, []), ([7], 3, [7, 7, 7])])
+def test_a_plain_list_of_one_a_page_or_none(
+    items: list[int], total: int, expected: list[int]
+) -> None:
+    """Bugs caught: an empty first page read as a page size of 0 (paging on to the bound), or
+    a gateway capping pages at one item not followed."""
+
+    def page(number: int) -> tuple[list[int], int]:
+        return list(items), total
+
+    assert read_list(page, first_page=1, page_size=100) == expected

@@ -66,7 +66,8 @@ class Progress:
 
 
 def first_page_hint(first_page: int) -> str:
-    other = 1 - first_page if first_page in (0, 1) else 1
+    """The hint for the other numbering (`FIRST_PAGE` is 0 or 1)."""
+    other = 1 - first_page
     return f" (if the API numbers pages from {other}, set FIRST_PAGE={other})"
 
 
