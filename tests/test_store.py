@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from exporter.collection.snapshot import Histogram, Record, Rules, Snapshot
 from exporter.collection.store import RunStore, unpack
+from exporter.errors import InvalidResponseError
 from exporter.nsml.models import decode_page
 from tests.conftest import api_run
 
@@ -65,7 +66,7 @@ def store_of(runs: list[dict[str, Any]], **values: Any) -> RunStore:
 
 
 def snapshot(runs: list[dict[str, Any]], now: float = NOW, **values: Any) -> Snapshot:
-    return store_of(runs, **values).snapshot(STATUSES, now=now, duration=0.1, total_count=0)
+    return store_of(runs, **values).snapshot(STATUSES, now=now, duration=0.1)
 
 
 def finished_run(name: str, created: str, updated: str, project: str = "p1") -> dict[str, Any]:
@@ -130,10 +131,10 @@ def test_the_newest_created_time_is_per_project_and_falls_back_when_the_newest_g
             finished_run("1", "2024-09-03 10:00:00", "2024-09-03 10:30:00", project="b"),
         ]
     )
-    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
     assert snap.last_created[("a", "name-a")] + 3600 == snap.last_created[("b", "name-b")]
     assert store.remove(("a", "1"))
-    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
     assert snap.last_created[("a", "name-a")] + 7200 == snap.last_created[("b", "name-b")]
 
 
@@ -179,7 +180,7 @@ def test_the_projects_filter_counts_only_those_projects_but_stores_every_run() -
     """Bug caught: runs of other projects dropped from the store, so that the head read takes
     them for new every time."""
     store = store_of([api_run("p1", "1"), api_run("p2", "1")], projects=frozenset({"name-p2"}))
-    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
     assert {key[0] for key in snap.counts} == {"p2"}
     assert ("p1", "1") in store and len(store) == 2
 
@@ -200,7 +201,7 @@ def test_a_run_put_twice_is_one_run_with_its_last_fields() -> None:
     )
     assert store.put(live) is True
     assert store.put(done) is False
-    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
     assert served(snap)["counts"] == {("p1", "name-p1", COMPLETED, "NOTEBOOK"): 1}
     assert snap.series == () and len(store) == 1
     (histogram,) = snap.durations.values()
@@ -222,7 +223,7 @@ def test_a_status_from_a_detail_moves_the_run_and_dates_its_finish() -> None:
     assert not store.set_status(("p1", "1"), IN_PROGRESS, 1725357700.0)
     assert not store.set_status(("p1", "nope"), COMPLETED, 1725357700.0)
     assert store.set_status(("p1", "1"), COMPLETED, 1725357660.0)  # read 60 s after creation
-    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
     assert served(snap)["counts"] == {("p1", "name-p1", COMPLETED, "NOTEBOOK"): 1}
     (histogram,) = snap.durations.values()
     assert (histogram.counts, histogram.total) == ([1, 0, 0], 60.0)
@@ -298,10 +299,8 @@ def test_a_run_gone_from_its_detail_leaves_every_aggregate() -> None:
     )
     assert store.remove(("p1", "1")) and store.remove(("p1", "2"))
     assert not store.remove(("p1", "2"))
-    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
-    assert served(snap) == served(
-        RunStore(store.rules).snapshot([], now=NOW, duration=0, total_count=0)
-    )
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
+    assert served(snap) == served(RunStore(store.rules).snapshot([], now=NOW, duration=0))
     assert len(store) == 0
 
 
@@ -311,7 +310,7 @@ def test_times_with_fractions_leave_exactly_what_they_brought() -> None:
     run = finished_run("1", "2024-09-03T10:00:00.123456", "2024-09-03T10:05:00.987654")
     store = store_of([run])
     store.remove(("p1", "1"))
-    snap = store.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
     assert snap.durations == {} and snap.finished_ages == {}
 
 
@@ -417,8 +416,8 @@ class StoreMachine(RuleBasedStateMachine):
         for record in contents(self.store):
             again.put(record)
         now = self.clock + 100
-        mine = self.store.snapshot(STATUSES, now=now, duration=0, total_count=0)
-        fresh = again.snapshot(STATUSES, now=now, duration=0, total_count=0)
+        mine = self.store.snapshot(STATUSES, now=now, duration=0)
+        fresh = again.snapshot(STATUSES, now=now, duration=0)
         assert served(mine) == served(fresh)
         assert len(self.store) == len(again)
 
@@ -469,8 +468,8 @@ def test_a_saved_store_adopted_serves_the_same_and_sweeps_from_scratch() -> None
         saved.setdefault(project, {}).update(items)
     again = RunStore(store.rules)
     assert again.adopt(saved, store.strings()) == 40 == len(again)
-    snap = again.snapshot(STATUSES, now=NOW, duration=0, total_count=0)
-    assert served(snap) == served(store.snapshot(STATUSES, now=NOW, duration=0, total_count=0))
+    snap = again.snapshot(STATUSES, now=NOW, duration=0)
+    assert served(snap) == served(store.snapshot(STATUSES, now=NOW, duration=0))
     assert contents(again) == contents(store)
     again.begin_pass()  # the first read after a restart: one run is gone
     for record in records(runs[1:], again.rules):
@@ -490,3 +489,98 @@ def test_a_save_goes_on_while_a_read_sweeps_a_whole_project() -> None:
     store.put(keep)
     store.end_pass()  # the other project is gone
     assert [project for project, items in chunks if items] == []
+
+
+def test_the_string_table_holds_each_string_once() -> None:
+    """Bug caught: a string looked up under another key (or not kept), so that the table, and
+    the store, grow with every read of the same runs."""
+    store = store_of([api_run("p1", "1"), api_run("p1", "2")])
+    before = len(store.strings())
+    for _ in range(3):
+        for record in records([api_run("p1", "1"), api_run("p1", "2")], store.rules):
+            store.put(record)
+    assert len(store.strings()) == before == 4  # creator, status, run type, project name
+
+
+def test_more_distinct_strings_than_the_store_can_index_fail_the_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bug caught: an index past its bits packed into the next field (a wrong status)."""
+    from exporter.collection import store as store_module
+
+    monkeypatch.setattr(store_module, "_MAX_STRINGS", 5)
+    store = store_of([api_run("p1", "1", creator="a")])  # four strings
+    store_of_into(store, [api_run("p1", "2", creator="b")])  # the fifth
+    with pytest.raises(
+        InvalidResponseError, match=r"^more distinct names than the store can hold$"
+    ):
+        store_of_into(store, [api_run("p1", "3", creator="c")])
+
+
+def store_of_into(store: RunStore, runs: list[dict[str, Any]]) -> None:
+    page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
+    for run in page["runList"]:
+        store.put_run(run)
+
+
+def test_a_run_marked_as_existing_survives_the_sweep() -> None:
+    """Bug caught: a run skipped by paging, whose detail answered, swept all the same."""
+    store = store_of([api_run("p1", "1"), api_run("p1", "2"), api_run("p2", "2")])
+    store.begin_pass()
+    store.mark(("p1", "2"))
+    stats = store.end_pass()
+    assert {record.key for record in contents(store)} == {("p1", "2")}
+    assert stats.removed == 2  # one in each project
+
+
+def test_an_unchanged_run_is_no_new_run_and_counts_once_in_the_pass() -> None:
+    """Bugs caught: a run read again reported new (the head read's count), or counted again
+    by the pass under way."""
+    runs = [api_run("p1", "1"), api_run("p1", "2", IN_PROGRESS)]
+    store = store_of(runs)
+    (one, _) = records(runs, store.rules)
+    assert store.put(one) is False
+    page = decode_page(json.dumps({"runList": runs, "totalCount": 2}).encode())["runList"]
+    store.begin_pass()
+    assert [store.put_run(run) for run in page + page] == [False] * 4
+    assert store.pass_seen() == 2
+    store_of_into(store, [api_run("p1", "3"), api_run("p2", "1")])
+    assert store.end_pass().added == 2
+
+
+def test_a_duration_just_past_a_bound_lands_above_it() -> None:
+    """Bug caught: durations bucketed from a rounded or scaled value (60.03 s under le=60)."""
+    run = finished_run("1", "2024-09-03T10:00:00.000", "2024-09-03T10:01:00.030")
+    (histogram,) = snapshot([run]).durations.values()
+    assert histogram.counts == [0, 1, 0]
+
+
+@pytest.mark.parametrize("when", ["9999-12-31 23:59:59", "0001-01-01 00:00:00"])
+def test_a_time_the_store_cannot_keep_fails_the_read_naming_the_run(when: str) -> None:
+    """Bug caught: a sentinel date (year 9999) packed past its bits into the next field."""
+    store = RunStore(rules())
+    with pytest.raises(InvalidResponseError) as raised:
+        store_of_into(store, [api_run("p1", "7", created=when)])
+    assert str(raised.value).startswith("run 7 of project p1: createTime/updateTime is not")
+    assert len(store) == 0
+
+
+def test_a_run_without_a_run_type_is_counted_with_an_empty_one() -> None:
+    run = api_run("p1", "1")
+    del run["runType"]
+    assert served(snapshot([run]))["counts"] == {("p1", "name-p1", COMPLETED, ""): 1}
+
+
+def test_the_newest_run_of_a_filtered_project_leaves_without_error() -> None:
+    """Bug caught: the rescan after a project's newest run leaves, with PROJECTS set."""
+    store = store_of(
+        [
+            api_run("p1", "1", created="2024-09-03 09:00:00"),
+            api_run("p1", "2", created="2024-09-03 10:00:00"),
+            api_run("p2", "1"),
+        ],
+        projects=frozenset({"p1"}),
+    )
+    store.remove(("p1", "2"))
+    snap = store.snapshot(STATUSES, now=NOW, duration=0)
+    assert snap.last_created == {("p1", "name-p1"): 1725354000.0}

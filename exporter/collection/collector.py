@@ -121,10 +121,7 @@ class NsmlCollector(Collector):
                     self._statuses.setdefault(status)
                 statuses = list(self._statuses)
             snapshot = self.store.snapshot(
-                statuses,
-                now=self._now(),
-                duration=time.monotonic() - started,
-                total_count=state.total_count,
+                statuses, now=self._now(), duration=time.monotonic() - started
             )
         except ReadFailed as error:  # counted and logged by the reader
             return self._failure(started, str(error))
@@ -135,7 +132,7 @@ class NsmlCollector(Collector):
             self._metrics.count_error(CollectionError.reason)
             log.exception("collection failed (internal error)")
             return self._failure(started, "internal")
-        snapshot = replace(self._health(snapshot, state), ok=True)
+        snapshot = self._health(snapshot, state)
         if self._details is not None:
             snapshot = self._with_details(snapshot, self._details)
         log.debug(

@@ -311,10 +311,14 @@ class RunStore:
             created = to_milliseconds(to_timestamp(run["createTime"], zone))
             updated = to_milliseconds(to_timestamp(run["updateTime"], zone))
         except (ValueError, OverflowError):
+            created = updated = _TIME_OFFSET  # out of range: refused below
+        if not (
+            -_TIME_OFFSET <= created < _TIME_OFFSET and -_TIME_OFFSET <= updated < _TIME_OFFSET
+        ):
             raise InvalidResponseError(
                 f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
-                "is not a valid date and time"
-            ) from None
+                "is not a date and time the exporter can keep (years 856 to 3084)"
+            )
         project_id, run_name = run["projectId"], run["runName"]
         strings = (run["creator"], run["status"], run.get("runType", ""), run["projectName"])
         name = compact(run_name)
@@ -487,9 +491,7 @@ class RunStore:
         with self._lock:
             return {status for _, _, status in self._counts.counts}
 
-    def snapshot(
-        self, statuses: Iterable[str], *, now: float, duration: float, total_count: int
-    ) -> Snapshot:
+    def snapshot(self, statuses: Iterable[str], *, now: float, duration: float) -> Snapshot:
         """The metrics of every run held, as of `now`: counts zero-filled with `statuses`
         (known and ever seen, which must include every status held), per-run series for the
         oldest `MAX_RUN_SERIES` eligible runs."""
@@ -525,7 +527,6 @@ class RunStore:
             counts=filled,
             series=tuple(oldest),
             omitted=max(0, len(eligible) - rules.max_run_series),
-            total_count=total_count,
             durations=named(durations),
             finished_ages=named(finished),
             last_created={(p, names[p]): at for p, at in sorted(newest.items()) if p in names},
