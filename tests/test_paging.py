@@ -589,3 +589,21 @@ def test_a_plain_list_of_one_a_page_or_none(
         return list(items), total
 
     assert read_list(page, first_page=1, page_size=100) == expected
+
+
+def test_a_resumed_read_of_an_api_that_ignores_page_names_the_page_it_resumed_at() -> None:
+    runs = runs_of(50)
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        return 200, {"runList": runs[:size], "totalCount": 50}
+
+    progress = Progress(pages=2, page_size=10)
+    with pytest.raises(InconsistentPagingError, match="same runs as page 3 "):
+        read_run_list(
+            Pages(handler, 10),
+            first_page=1,
+            page_size=10,
+            take=lambda r: None,
+            created=created,
+            progress=progress,
+        )
