@@ -607,3 +607,11 @@ def test_a_resumed_read_of_an_api_that_ignores_page_names_the_page_it_resumed_at
             created=created,
             progress=progress,
         )
+
+
+def test_a_head_read_stops_at_a_short_page_whatever_its_total_says() -> None:
+    """Bug caught: a page shorter than the first (the list's end) read past when totalCount
+    claims more."""
+    pages = Pages(paged(timed_runs(15), total=100), 10)
+    read_head(pages, first_page=1, known=lambda key: False, take=lambda r: None, max_pages=10)
+    assert pages.pages == [1, 2]

@@ -526,11 +526,23 @@ def store_of_into(store: RunStore, runs: list[dict[str, Any]]) -> None:
 def test_a_run_marked_as_existing_survives_the_sweep() -> None:
     """Bug caught: a run skipped by paging, whose detail answered, swept all the same."""
     store = store_of([api_run("p1", "1"), api_run("p1", "2"), api_run("p2", "2")])
+    (kept,) = [record for record in contents(store) if record.key == ("p1", "2")]
     store.begin_pass()
     store.mark(("p1", "2"))
     stats = store.end_pass()
-    assert {record.key for record in contents(store)} == {("p1", "2")}
+    assert contents(store) == {kept}  # the run whole, not only its name
     assert stats.removed == 2  # one in each project
+
+
+def test_the_runs_a_pass_did_not_see_are_listed_up_to_a_limit() -> None:
+    """Bugs caught: runs the pass saw listed as unseen (asked for by detail for nothing), or
+    a mass deletion's thousands listed (one detail request each)."""
+    store = store_of([api_run(f"p{n % 2}", str(n)) for n in range(6)])
+    store.begin_pass()
+    for record in records([api_run("p0", "0"), api_run("p1", "1")], store.rules):
+        store.put(record)
+    assert sorted(store.unseen(4) or []) == [("p0", "2"), ("p0", "4"), ("p1", "3"), ("p1", "5")]
+    assert store.unseen(3) is None
 
 
 def test_an_unchanged_run_is_no_new_run_and_counts_once_in_the_pass() -> None:
