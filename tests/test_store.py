@@ -554,7 +554,9 @@ def test_an_unchanged_run_is_no_new_run_and_counts_once_in_the_pass() -> None:
     assert store.put(one) is False
     page = decode_page(json.dumps({"runList": runs, "totalCount": 2}).encode())["runList"]
     store.begin_pass()
-    assert [store.put_run(run) for run in page + page] == [False] * 4
+    assert [store.put_run(run) for run in page] == [False] * 2
+    assert store.pass_seen() == 2
+    assert [store.put_run(run) for run in page] == [False] * 2
     assert store.pass_seen() == 2
     store_of_into(store, [api_run("p1", "3"), api_run("p2", "1")])
     assert store.end_pass().added == 2
@@ -567,14 +569,48 @@ def test_a_duration_just_past_a_bound_lands_above_it() -> None:
     assert histogram.counts == [0, 1, 0]
 
 
-@pytest.mark.parametrize("when", ["9999-12-31 23:59:59", "0001-01-01 00:00:00"])
-def test_a_time_the_store_cannot_keep_fails_the_read_naming_the_run(when: str) -> None:
-    """Bug caught: a sentinel date (year 9999) packed past its bits into the next field."""
+@pytest.mark.parametrize(
+    ("created", "updated"),
+    [
+        ("9999-12-31 23:59:59", "9999-12-31 23:59:59"),
+        ("0001-01-01 00:00:00", "2024-09-03 10:00:00"),
+        ("2024-09-03 10:00:00", "9999-12-31 23:59:59"),
+        ("0001-01-01T00:00:00+09:00", "2024-09-03 10:00:00"),  # overflows converting
+    ],
+)
+def test_a_time_the_store_cannot_keep_fails_the_read_naming_the_run(
+    created: str, updated: str
+) -> None:
+    """Bug caught: a sentinel date (year 9999), in either field, packed past its bits into
+    the next field; or a time that cannot even be converted raising something else."""
     store = RunStore(rules())
     with pytest.raises(InvalidResponseError) as raised:
-        store_of_into(store, [api_run("p1", "7", created=when)])
+        store_of_into(store, [api_run("p1", "7", created=created, updateTime=updated)])
     assert str(raised.value).startswith("run 7 of project p1: createTime/updateTime is not")
     assert len(store) == 0
+
+
+BOUND = 1 << 45  # milliseconds either side of 1970 that a record packs
+
+
+@pytest.mark.parametrize(
+    ("ms", "kept"), [(BOUND - 1, True), (BOUND, False), (-BOUND, True), (-BOUND - 1, False)]
+)
+@pytest.mark.parametrize("field", ["createTime", "updateTime"])
+def test_the_packable_range_is_exact_to_the_millisecond(ms: int, kept: bool, field: str) -> None:
+    """Bug caught: `<` for `<=` at either end of the range, in either field."""
+    from datetime import datetime, timedelta
+
+    moment = (datetime(1970, 1, 1) + timedelta(milliseconds=ms)).isoformat()
+    run = api_run("p1", "7", created="1970-01-01 00:00:00", updateTime="1970-01-01 00:00:00")
+    run[field] = moment
+    store = RunStore(rules())
+    if kept:
+        store_of_into(store, [run])
+        assert len(store) == 1
+    else:
+        with pytest.raises(InvalidResponseError):
+            store_of_into(store, [run])
 
 
 def test_a_run_without_a_run_type_is_counted_with_an_empty_one() -> None:
