@@ -69,7 +69,7 @@ class Simulator:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._fragments: dict[tuple[int, str], bytes] = {}
+        self._fragments: dict[tuple[str, str, str, float], bytes] = {}
         self._tz = ZoneInfo(self.zone)
         self.listing = Listing(order=self.order)
         self.set_runs(self.runs)
@@ -137,8 +137,10 @@ class Simulator:
         runs, total = self.listing.page(now, (page - self.first_page) * size, size)
         parts = []
         for run in runs:
-            status, _ = run.state(now)
-            key = (id(run), status)
+            status, updated = run.state(now)
+            # By identity and state, never id(): a run deleted or replaced frees its object,
+            # and a new run may take its address.
+            key = (run.project_id, run.run_name, status, updated)
             fragment = self._fragments.get(key)
             if fragment is None:
                 fragment = json.dumps(self.render(run, now), ensure_ascii=False).encode()
