@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from bench_history import baseline_tree
 from bench_scrape import (
     ACCESS,
     PROMETHEUS_HEADERS,
@@ -58,17 +59,6 @@ from bench_scrape import (
 ROOT = Path(__file__).resolve().parent.parent
 IN_PROGRESS = "RUN_STATE_IN_PROGRESS"
 INTERVAL = 10.0
-
-
-def worktree(rev: str) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix=f"nsml-{rev}-"))
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(folder), rev],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    return folder
 
 
 def drop_worktree(folder: Path) -> None:
@@ -393,7 +383,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     only, chosen = set(args.only.split(",")), set(args.exporters.split(","))
-    before, before_21 = worktree(args.before), worktree(args.before_21)
+    before, before_21 = baseline_tree(args.before), baseline_tree(args.before_21)
     trees = {
         name: tree
         for key, name, tree in (
