@@ -615,3 +615,19 @@ def test_a_head_read_stops_at_a_short_page_whatever_its_total_says() -> None:
     pages = Pages(paged(timed_runs(15), total=100), 10)
     read_head(pages, first_page=1, known=lambda key: False, take=lambda r: None, max_pages=10)
     assert pages.pages == [1, 2]
+
+
+def test_a_page_holding_only_the_page_before_after_a_burst_of_one_page() -> None:
+    """Bug caught: the seam check finding no new run on a page (a burst of exactly one page
+    between two reads pushed page 1's runs onto page 2) and failing the read."""
+    base = timed_runs(30)
+    served: list[int] = []
+
+    def handler(page: int, size: int) -> tuple[int, Any]:
+        served.append(page)
+        burst = [api_run("p1", f"b{n}", created="2024-09-03 12:00:00") for n in range(10)]
+        return paged(base if len(served) == 1 else burst + base)(page, size)
+
+    result, _ = fetch(handler, page_size=10)
+    assert len(result.runs) == 30 and result.result is not None
+    assert result.result.newest_first

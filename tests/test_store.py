@@ -222,11 +222,15 @@ def test_a_status_from_a_detail_moves_the_run_and_dates_its_finish() -> None:
     store = store_of([api_run("p1", "1", IN_PROGRESS, created="2024-09-03 10:00:00")])
     assert not store.set_status(("p1", "1"), IN_PROGRESS, 1725357700.0)
     assert not store.set_status(("p1", "nope"), COMPLETED, 1725357700.0)
+    (before,) = contents(store)
     assert store.set_status(("p1", "1"), COMPLETED, 1725357660.0)  # read 60 s after creation
     snap = store.snapshot(STATUSES, now=NOW, duration=0)
     assert served(snap)["counts"] == {("p1", "name-p1", COMPLETED, "NOTEBOOK"): 1}
+    assert snap.series == ()  # no longer in progress: its per-run series go
     (histogram,) = snap.durations.values()
     assert (histogram.counts, histogram.total) == ([1, 0, 0], 60.0)
+    (after,) = contents(store)
+    assert after == before._replace(status=COMPLETED, updated=1725357660.0)
 
 
 def test_a_sweep_removes_what_the_pass_did_not_see_and_keeps_what_came_during_it() -> None:
