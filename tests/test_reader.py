@@ -8,6 +8,7 @@ HTTP whose reads take the time the test says.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -416,7 +417,13 @@ def test_warming_is_logged_with_its_progress_and_the_view_once_complete(
             stack.close()
     assert shares == sorted(shares) and 0 < shares[-1] <= 1
     lines = [r.getMessage() for r in caplog.records]
-    assert any("warming: read" in line and "of 20 pages" in line for line in lines)
+    warming = [line for line in lines if line.startswith("warming: read ")]
+    assert warming
+    for line in warming:  # "warming: read 7 of 20 pages of the run list (70 runs) in 0s, ..."
+        pattern = r"warming: read (\d+) of 20 pages of the run list \((\d+) runs\) in \d+s, "
+        found = re.match(pattern + r"about \d+s left$", line)
+        assert found, line
+        assert int(found[2]) == 10 * int(found[1])
     assert [line for line in lines if line.startswith("read the whole run list: 200 runs")]
 
 
@@ -635,9 +642,11 @@ def test_pace_spends_at_most_rate_requests_a_second() -> None:
 
 
 @pytest.mark.usefixtures("quick")
-def test_a_bug_in_the_background_read_is_counted_and_reading_goes_on() -> None:
+def test_a_bug_in_the_background_read_is_counted_and_reading_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Bug caught: an unexpected exception ending the reading thread for good (the view never
-    read again), or passing uncounted."""
+    read again), passing uncounted, or logged without its traceback."""
     source = SlowSource(run_list([api_run("p1", "1")]), seconds=0.0, latency=0.0, pages=1)
     source.newest_first = False
     source.error = ValueError("a bug")
@@ -645,7 +654,11 @@ def test_a_bug_in_the_background_read_is_counted_and_reading_goes_on() -> None:
     try:
         collector.shared.get()
         wait_until(lambda: errors(registry, "internal") >= 1)
-        assert not collector.shared.get().ok
+        snap = collector.shared.get()
+        assert not snap.ok and snap.error == "internal error while reading the run list"
+        (line, *_) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert line.getMessage() == "collection failed (internal error)"
+        assert line.exc_info is not None and "a bug" in str(line.exc_info[1])
         source.error = None
         wait_until(lambda: collector.shared.get().ok)
     finally:
@@ -678,8 +691,12 @@ def test_a_restart_with_a_state_file_serves_the_saved_view_at_once_with_its_true
         snap = again.shared.get()
         assert snap.ok and not snap.warming
         assert served(snap) == served(first)
+        # The saved read, whole: its end, start, length, totalCount, order, pages and mode.
         assert snap.last_success == first.last_success
         assert snap.view_started == first.view_started
+        assert snap.full_read_seconds == first.full_read_seconds
+        assert (snap.total_count, snap.newest_first, snap.mode) == (5, True, "background")
+        assert again.reader.state.pages == collector.reader.state.pages == 1
         assert snap.finished - snap.view_started > first.finished - first.view_started
     finally:
         again.close()
