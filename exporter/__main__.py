@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from argparse import Namespace
+from collections.abc import Callable
 from types import FrameType
 
 from prometheus_client import (
@@ -114,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.flush()
             last = collector.shared.last
             return 0 if last is not None and last.ok else 1
-        collector.start()  # reading begins now, not at the first scrape
-        return _serve(settings, exposition, web)
+        return _serve(settings, exposition, web, collector.start)
     finally:
         collector.close()
         if details is not None:
@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             sim.stop()
 
 
-def _serve(settings: Settings, exposition: Exposition, web: WebConfig) -> int:
+def _serve(
+    settings: Settings, exposition: Exposition, web: WebConfig, start_reading: Callable[[], None]
+) -> int:
     try:
         server = ExporterServer(
             (settings.listen_address, settings.port),
@@ -166,6 +168,7 @@ def _serve(settings: Settings, exposition: Exposition, web: WebConfig) -> int:
     # What is allocated so far lives as long as the process: keep the cyclic GC off it.
     gc.collect()
     gc.freeze()
+    start_reading()  # now, not at the first scrape (and not before the port is ours)
     server.serve_in_thread()
     log.info(
         "nsml-exporter %s serving %s/metrics (NSML API %s)",

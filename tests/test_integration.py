@@ -389,3 +389,25 @@ def test_the_packaged_simulator_takes_no_fault_commands() -> None:
         assert requests.get(root + "/_sim/stats", timeout=5).status_code == 200  # read-only
     finally:
         server.stop()
+
+
+def test_a_port_in_use_is_one_line_exit_2_and_no_api_request(simulator: SimulatorServer) -> None:
+    """Bug caught: reading the run list begun before the port was ours, so a misconfigured
+    exporter spent API requests on its way out."""
+    import socket
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    try:
+        port = str(held.getsockname()[1])
+        result = run_cli(
+            *exporter_args_for(simulator, "--listen-address", "127.0.0.1", "--port", port),
+            env=exporter_env(),
+        )
+    finally:
+        held.close()
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("nsml-exporter:")]
+    assert "(--port)" in line and f"127.0.0.1:{port}" in line
+    assert simulator.sim.requests["all"] == 0
