@@ -392,8 +392,9 @@ def test_the_packaged_simulator_takes_no_fault_commands() -> None:
 
 
 def test_a_port_in_use_is_one_line_exit_2_and_no_api_request(simulator: SimulatorServer) -> None:
-    """Bug caught: reading the run list begun before the port was ours, so a misconfigured
-    exporter spent API requests on its way out."""
+    """Bugs caught: a port in use blamed on another setting, or given a traceback. Reading now
+    begins once the port is ours, so no API request is made; before, one raced the exit and
+    was made now and then (this check could not catch that reliably)."""
     import socket
 
     held = socket.socket()
