@@ -412,3 +412,15 @@ def test_a_port_in_use_is_one_line_exit_2_and_no_api_request(simulator: Simulato
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("nsml-exporter:")]
     assert "(--port)" in line and f"127.0.0.1:{port}" in line
     assert simulator.sim.requests["all"] == 0
+
+
+def test_reading_begins_when_the_exporter_starts_not_at_the_first_scrape(
+    simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
+) -> None:
+    """Bug caught (issue 26): nothing read until the first scrape, which then waited for it."""
+    simulator.sim.set_runs(population(30))
+    exporter_factory(*exporter_args_for(simulator), env=exporter_env())  # answers /healthz
+    deadline = time.monotonic() + 10
+    while simulator.sim.requests["runs"] == 0:
+        assert time.monotonic() < deadline, "no page read without a scrape"
+        time.sleep(0.05)

@@ -23,7 +23,7 @@ family.
 
 Memory: a run is one Python int in a per-project dict keyed by its name (a decimal name, NSML's
 own numbering, kept as an int): its times in milliseconds and its strings as indexes into one
-table of distinct strings. About 130 bytes a run, so a million runs fit in well under 256 MB.
+table of distinct strings. With the aggregates, about 150 bytes a run (docs/long-histories.md).
 
 Threads: every method takes the store's one lock, briefly. Readers of the API may put runs from
 several threads at once. `snapshot()` copies what it needs under the lock and builds the
