@@ -69,10 +69,6 @@ class Pace:
         if delay > 0:
             (stop or threading.Event()).wait(delay)
 
-    def set_rate(self, rate: float) -> None:
-        with self._lock:
-            self._rate = rate
-
     def charge(self, requests: int = 1) -> None:
         for _ in range(requests):
             self._take()
