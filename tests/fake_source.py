@@ -35,8 +35,7 @@ class FakeSource:
         self.reads += 1
         until = deadline()
         runs = self.fetch(time.monotonic() + 60 if until is None else until)
-        for run in runs:
-            take(run)
+        take(runs)
         if progress is not None:
             progress.pages, progress.planned, progress.total_count = 1, 1, len(runs)
         return RunList(len(runs), 1, max(1, len(runs)), self.newest_first)

@@ -78,8 +78,8 @@ class Read:
         self.taken: list[Run] = []
         self.result: RunList | None = None
 
-    def take(self, run: Run) -> None:
-        self.taken.append(run)
+    def take(self, runs: list[Run]) -> None:
+        self.taken.extend(runs)
 
     @property
     def runs(self) -> dict[RunKey, Run]:
@@ -201,14 +201,14 @@ def test_a_failed_read_resumes_at_the_page_that_failed() -> None:
             pages,
             first_page=1,
             page_size=10,
-            take=taken.append,
+            take=taken.extend,
             created=created,
             progress=progress,
         )
     assert (progress.pages, progress.page_size, progress.planned) == (3, 10, 5)
     failing[0] = False
     result = read_run_list(
-        pages, first_page=1, page_size=10, take=taken.append, created=created, progress=progress
+        pages, first_page=1, page_size=10, take=taken.extend, created=created, progress=progress
     )
     assert pages.pages == [1, 2, 3, 4, 4, 5, 6]  # 6: the last page was full
     assert [run["runName"] for run in taken] == [str(n) for n in range(50, 0, -1)]
@@ -398,7 +398,7 @@ def read_head_of(
     pages = Pages(paged(runs), 10)
     taken: list[Run] = []
     count, total = read_head(
-        pages, first_page=1, known=known.__contains__, take=taken.append, max_pages=max_pages
+        pages, first_page=1, known=known.__contains__, take=taken.extend, max_pages=max_pages
     )
     return [run["runName"] for run in taken], count, total, pages.pages
 
@@ -472,7 +472,7 @@ def test_an_empty_list_is_one_page_newest_first_and_nothing_to_follow() -> None:
     pages = Pages(paged([]), 10)
     progress = Progress()
     result = read_run_list(
-        pages, first_page=1, page_size=10, take=lambda r: None, created=created, progress=progress
+        pages, first_page=1, page_size=10, take=lambda _: None, created=created, progress=progress
     )
     assert result == RunList(0, 1, 10, True)
     assert (progress.pages, progress.page_size, progress.total_count) == (1, 10, 0)
@@ -603,7 +603,7 @@ def test_a_resumed_read_of_an_api_that_ignores_page_names_the_page_it_resumed_at
             Pages(handler, 10),
             first_page=1,
             page_size=10,
-            take=lambda r: None,
+            take=lambda _: None,
             created=created,
             progress=progress,
         )
@@ -613,7 +613,7 @@ def test_a_head_read_stops_at_a_short_page_whatever_its_total_says() -> None:
     """Bug caught: a page shorter than the first (the list's end) read past when totalCount
     claims more."""
     pages = Pages(paged(timed_runs(15), total=100), 10)
-    read_head(pages, first_page=1, known=lambda key: False, take=lambda r: None, max_pages=10)
+    read_head(pages, first_page=1, known=lambda key: False, take=lambda _: None, max_pages=10)
     assert pages.pages == [1, 2]
 
 

@@ -464,7 +464,7 @@ class SlowSource(FakeSource):
             raise self.error
         time.sleep(self.latency)
         self.cpu_used += self.cpu
-        take(self.runs[0])
+        take(self.runs[:1])
         progress.pages, progress.planned, progress.page_size = 1, self.pages, 1
         pace()  # before page 2: the reader may move the read to the background here
         end = deadline()
@@ -477,8 +477,7 @@ class SlowSource(FakeSource):
                 raise self.error
         time.sleep(self.seconds)
         self.cpu_used += self.cpu * (self.pages - 1)
-        for run in self.runs[1:]:
-            take(run)
+        take(self.runs[1:])
         progress.pages = self.pages
         return RunList(len(self.runs), self.pages, 1, self.newest_first)
 

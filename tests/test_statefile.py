@@ -35,8 +35,9 @@ def store_of(count: int) -> RunStore:
     rules = Rules(frozenset(), frozenset({"RUN_STATE_IN_PROGRESS"}), 10, ZoneInfo("Asia/Seoul"))
     store = RunStore(rules)
     runs = [api_run(f"p{n % 2}", str(n), creator=f"u{n % 3}") for n in range(count)]
-    for run in decode_page(json.dumps({"runList": runs, "totalCount": count}).encode())["runList"]:
-        store.put_run(run)
+    store.put_runs(
+        decode_page(json.dumps({"runList": runs, "totalCount": count}).encode())["runList"]
+    )
     return store
 
 

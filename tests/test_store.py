@@ -51,7 +51,7 @@ def records(runs: list[dict[str, Any]], rule: Rules) -> list[Record]:
     found = []
     for run in page["runList"]:
         store = RunStore(rule)
-        store.put_run(run)
+        store.put_runs([run])
         (record,) = contents(store)
         found.append(record)
     return found
@@ -60,8 +60,7 @@ def records(runs: list[dict[str, Any]], rule: Rules) -> list[Record]:
 def store_of(runs: list[dict[str, Any]], **values: Any) -> RunStore:
     store = RunStore(rules(**values))
     page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
-    for run in page["runList"]:
-        store.put_run(run)
+    store.put_runs(page["runList"])
     return store
 
 
@@ -523,8 +522,7 @@ def test_more_distinct_strings_than_the_store_can_index_fail_the_read(
 
 def store_of_into(store: RunStore, runs: list[dict[str, Any]]) -> None:
     page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
-    for run in page["runList"]:
-        store.put_run(run)
+    store.put_runs(page["runList"])
 
 
 def test_a_run_marked_as_existing_survives_the_sweep() -> None:
@@ -558,9 +556,9 @@ def test_an_unchanged_run_is_no_new_run_and_counts_once_in_the_pass() -> None:
     assert store.put(one) is False
     page = decode_page(json.dumps({"runList": runs, "totalCount": 2}).encode())["runList"]
     store.begin_pass()
-    assert [store.put_run(run) for run in page] == [False] * 2
+    assert store.put_runs(page) == 0
     assert store.pass_seen() == 2
-    assert [store.put_run(run) for run in page] == [False] * 2
+    assert store.put_runs(page) == 0
     assert store.pass_seen() == 2
     store_of_into(store, [api_run("p1", "3"), api_run("p2", "1")])
     assert store.end_pass().added == 2

@@ -330,13 +330,13 @@ class Reader:
         first_page = threading.Event()  # set by the first page this call reads
         last_log = [self._clock()]
 
-        def take(run: Run) -> None:
+        def take(runs: list[Run]) -> None:
             if not first_page.is_set():
                 first_page.set()
                 if self._state.failure is not None:  # the page that failed answers now
                     self._update(failure=None)
                     log.info("reading the run list again from page %d", resumed + 1)
-            store.put_run(run)
+            store.put_runs(runs)
 
         def pace() -> None:  # before each page after the first one this call reads
             self._estimate(job)
@@ -548,9 +548,9 @@ class Reader:
         store = self.store
         new = 0
 
-        def take(run: Run) -> None:
+        def take(runs: list[Run]) -> None:
             nonlocal new
-            new += store.put_run(run)
+            new += store.put_runs(runs)
 
         try:
             pages, total = self._source.read_head(

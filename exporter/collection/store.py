@@ -39,11 +39,13 @@ from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import tzinfo
 from math import inf
 from typing import Protocol
 
 from ..errors import InvalidResponseError
-from ..nsml.models import Run, to_timestamp
+from ..nsml.models import Run
+from ..nsml.models import to_milliseconds as api_milliseconds
 from ..nsml.paging import RunKey
 from .snapshot import CountKey, Histogram, HistogramKey, Record, Rules, Snapshot
 
@@ -77,6 +79,22 @@ def compact(name: str) -> Name:
     if name.isascii() and name.isdigit() and len(name) < 19 and (name == "0" or name[0] != "0"):
         return int(name)
     return name
+
+
+def _milliseconds(run: Run, zone: tzinfo) -> tuple[int, int]:
+    """A listed run's createTime and updateTime in milliseconds, if the store can keep them.
+    Raises `InvalidResponseError` otherwise."""
+    try:
+        created = api_milliseconds(run["createTime"], zone)
+        updated = api_milliseconds(run["updateTime"], zone)
+    except OverflowError:
+        created = updated = _TIME_OFFSET  # out of range: refused below
+    if -_TIME_OFFSET <= created < _TIME_OFFSET and -_TIME_OFFSET <= updated < _TIME_OFFSET:
+        return created, updated
+    raise InvalidResponseError(
+        f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
+        "is not a date and time the exporter can keep (years 856 to 3084)"
+    )
 
 
 def to_milliseconds(seconds: float) -> int:
@@ -232,7 +250,7 @@ class RunStore:
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held by `put_runs` around `_put`
         self._reset()
 
     def _reset(self) -> None:
@@ -302,41 +320,48 @@ class RunStore:
 
     # -- writing --------------------------------------------------------------------------------
 
-    def put_run(self, run: Run) -> bool:
-        """A run as the API lists it (what the readers put: no `Record` is made for a run that
-        did not change, as most have not). True when the store did not hold it. Raises
-        `InvalidResponseError` for a time the platform cannot convert."""
-        zone = self.rules.zone
-        try:
-            created = to_milliseconds(to_timestamp(run["createTime"], zone))
-            updated = to_milliseconds(to_timestamp(run["updateTime"], zone))
-        except (ValueError, OverflowError):
-            created = updated = _TIME_OFFSET  # out of range: refused below
-        if not (
-            -_TIME_OFFSET <= created < _TIME_OFFSET and -_TIME_OFFSET <= updated < _TIME_OFFSET
-        ):
-            raise InvalidResponseError(
-                f"run {run['runName']} of project {run['projectId']}: createTime/updateTime "
-                "is not a date and time the exporter can keep (years 856 to 3084)"
-            )
-        project_id, run_name = run["projectId"], run["runName"]
-        strings = (run["creator"], run["status"], run.get("runType", ""), run["projectName"])
-        name = compact(run_name)
-        index = self._index
-        with self._lock:  # a run that did not change (most): its mark, and nothing else
-            runs = self._runs.get(project_id)
-            old = None if runs is None else runs.get(name)
-            indexes = [index.get(text) for text in strings]
-            if old is not None and None not in indexes:
-                packed = (created + _TIME_OFFSET) << _TIME_BITS | (updated + _TIME_OFFSET)
-                for found in indexes:
-                    packed = packed << _STRING_BITS | found  # type: ignore[operator]
-                if old >> _MARK_BITS == packed:
-                    if self._pass is not None and old & _MARK_MASK != self._mark:
-                        self._pass.seen += 1
-                    runs[name] = packed << _MARK_BITS | self._mark  # type: ignore[index]
-                    return False
-        return self._put(project_id, run_name, created, updated, strings)
+    def put_runs(self, runs: Iterable[Run]) -> int:
+        """Runs as the API lists them (what the readers put: a page at a time). Returns how
+        many the store did not hold. Raises `InvalidResponseError` for a time the store cannot
+        keep; the runs before it are put.
+
+        Most runs put have not changed since the last read: for them no `Record` is made and
+        nothing but their mark is written. That path is written out inline (no helper calls,
+        no intermediate tuples), under one hold of the lock for the page: it is most of a
+        read's CPU on a small history (docs/long-histories.md)."""
+        zone, index, new = self.rules.zone, self._index, 0
+        with self._lock:
+            mark, stats, projects = self._mark, self._pass, self._runs
+            for run in runs:
+                created, updated = _milliseconds(run, zone)
+                project_id, run_name = run["projectId"], run["runName"]
+                name = compact(run_name)
+                names = projects.get(project_id)
+                old = None if names is None else names.get(name)
+                if old is not None:
+                    creator = index.get(run["creator"])
+                    status = index.get(run["status"])
+                    run_type = index.get(run.get("runType", ""))
+                    project = index.get(run["projectName"])
+                    if not (
+                        creator is None or status is None or run_type is None or project is None
+                    ):
+                        packed = (created + _TIME_OFFSET) << _TIME_BITS | updated + _TIME_OFFSET
+                        packed = (packed << _STRING_BITS | creator) << _STRING_BITS | status
+                        packed = (packed << _STRING_BITS | run_type) << _STRING_BITS | project
+                        if old >> _MARK_BITS == packed:
+                            if stats is not None and old & _MARK_MASK != mark:
+                                stats.seen += 1
+                            names[name] = packed << _MARK_BITS | mark  # type: ignore[index]
+                            continue
+                strings = (
+                    run["creator"],
+                    run["status"],
+                    run.get("runType", ""),
+                    run["projectName"],
+                )
+                new += self._put(project_id, run_name, created, updated, strings)
+        return new
 
     def put(self, record: Record) -> bool:
         """`record` in place of the run with its identity: see `_put`."""

@@ -130,9 +130,9 @@ class NsmlClient:
         pace: Callable[[], None] = lambda: None,
         progress: Progress | None = None,
     ) -> RunList:
-        """Read the run list from where `progress` says to its end, each run handed to `take`.
-        `deadline()` (a `time.monotonic()` value, asked as each page starts) bounds the read;
-        None gives each page its own."""
+        """Read the run list from where `progress` says to its end, each page's runs handed to
+        `take`. `deadline()` (a `time.monotonic()` value, asked as each page starts) bounds the
+        read; None gives each page its own."""
         progress = progress if progress is not None else Progress()
         asked: list[int] = []
 

@@ -11,7 +11,7 @@ statuses, creators) it shares between runs.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Annotated, NotRequired, TypeVar
 
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
@@ -157,7 +157,9 @@ def decode_error(body: bytes) -> ApiErrorDetail:
 
 
 _EPOCH = datetime(1970, 1, 1)
+_AWARE_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NO_OFFSET = timedelta(0)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def to_timestamp(moment: datetime, zone: tzinfo) -> float:
@@ -169,3 +171,11 @@ def to_timestamp(moment: datetime, zone: tzinfo) -> float:
     if moment.tzinfo is not None:
         return moment.timestamp()
     return (moment - _EPOCH - (zone.utcoffset(moment) or _NO_OFFSET)).total_seconds()
+
+
+def to_milliseconds(moment: datetime, zone: tzinfo) -> int:
+    """`to_timestamp` in whole milliseconds (rounded down), computed exactly: what the store
+    keeps, for every run of every page."""
+    if moment.tzinfo is not None:
+        return (moment - _AWARE_EPOCH) // _MILLISECOND
+    return (moment - _EPOCH - (zone.utcoffset(moment) or _NO_OFFSET)) // _MILLISECOND

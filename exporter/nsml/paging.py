@@ -2,9 +2,10 @@
 
 `read_run_list` is a plain function of "get page N": it knows nothing of HTTP. The first page
 gives `totalCount`; the others are read with `map_pages` (the builtin `map`, or an ordered map
-over a thread pool), in page order, and each run is handed to `take` as its page arrives: nothing
-holds the whole list. The caller settles runs by identity (`collection.store`), so a list that
-shifts under the reader (runs created, finished or deleted between two pages) is no error.
+over a thread pool), in page order, and each page's runs are handed to `take` as it arrives:
+nothing holds the whole list. The caller settles runs by identity (`collection.store`), so a
+list that shifts under the reader (runs created, finished or deleted between two pages) is no
+error.
 
 What `totalCount` can prove is checked, so that an API that ignores `page`, pages forever, or
 ends its list early fails loudly (`inconsistent`) instead of serving wrong numbers. What the
@@ -31,7 +32,7 @@ run_key: Callable[[Run], RunKey] = itemgetter("projectId", "runName")
 T = TypeVar("T")
 GetPage = Callable[[int], RunPage]
 MapPages = Callable[[GetPage, Iterable[int]], Iterator[RunPage]]
-Take = Callable[[Run], None]
+Take = Callable[[list[Run]], None]  # a page's runs, in list order
 Created = Callable[[Run], float]
 
 
@@ -113,8 +114,8 @@ def read_run_list(
     progress: Progress | None = None,
 ) -> RunList:
     """Every page of the run list from where `progress` says (the first page for a new read),
-    each run handed to `take` in list order; `progress` follows the pages read, so that a read
-    that fails can resume. Raises `CollectionError`.
+    each page's runs handed to `take` in list order; `progress` follows the pages read, so that a
+    read that fails can resume. Raises `CollectionError`.
 
     A list that changes while it is paged is no error: a run pushed onto the next page is handed
     over twice (the caller settles runs by identity), one pulled back onto a page already read
@@ -176,8 +177,7 @@ def read_run_list(
             )
         past = max(past, index * step + len(runs) - total)
         order.page(runs, total)
-        for run in runs:
-            take(run)
+        take(runs)
         progress.pages, progress.total_count = index + 1, total
         return len(runs)
 
@@ -222,8 +222,7 @@ def read_head(
             total = page["totalCount"]
         step = max(step, len(runs))
         reached = bool(runs) and known(run_key(runs[-1])) and read >= min_pages
-        for run in runs:
-            take(run)
+        take(runs)
         if reached or len(runs) < step or not runs or read * step >= total:
             return read, total
     return max_pages, total
