@@ -45,6 +45,8 @@ NOT_ACCEPTABLE = (
 
 #: Empty lines skipped before a request line (RFC 9112 section 2.2); more is no request.
 MAX_EMPTY_LINES = 4
+#: The longest request line (http.server's own limit for the line it reads first: 414 past it).
+MAX_REQUEST_LINE = 65536
 #: The most bytes of header field lines one request may send: Prometheus sends about 300, a
 #: browser a few KiB (Go's servers allow 1 MiB; nothing here needs that).
 MAX_HEADER_BYTES = 16 * 1024
@@ -142,7 +144,15 @@ class Handler(BaseHTTPRequestHandler):
         for _ in range(MAX_EMPTY_LINES):  # RFC 9112: empty lines before a request line
             if self.raw_requestline not in (b"\r\n", b"\n"):
                 break
-            self.raw_requestline = self.rfile.readline(65537)
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if not self.raw_requestline:  # the client hung up after empty lines: no request
+            self.close_connection = True
+            return False
+        if len(self.raw_requestline) > MAX_REQUEST_LINE:  # as http.server does for the first
+            self.command, self.requestline = "", ""
+            self.request_version = self.default_request_version
+            self.send_error(414)
+            return False
         if not self.raw_requestline.strip():
             self.command, self.requestline = "", ""  # what send_error reads
             self.request_version = self.default_request_version
