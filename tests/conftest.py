@@ -34,6 +34,8 @@ from exporter.demo.simulator import SimulatorServer
 from exporter.settings import Settings, flag_of
 from tests.fake_api import FaultyServer, FaultySimulator
 
+pytest_plugins = ["tests.markers"]  # unit / process / e2e, and the guard on unit tests
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ACCESS = "AK-test-access"
 SECRET = "SK-test-secret-do-not-leak-0123456789"
@@ -459,7 +461,7 @@ def fetch_runs(client: Any, deadline: float | None = None, zone: str = "Asia/Seo
     runs: dict[tuple[str, str], Any] = {}
     tz = ZoneInfo(zone)
     result = client.read_runs(
-        lambda run: runs.__setitem__((run["projectId"], run["runName"]), run),
+        lambda page: runs.update(((run["projectId"], run["runName"]), run) for run in page),
         lambda run: to_timestamp(run["createTime"], tz),
         deadline=lambda: deadline,
     )

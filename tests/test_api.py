@@ -253,6 +253,7 @@ def test_an_untrusted_api_certificate_is_refused_and_says_so(
     assert https_simulator.sim.requests["runs"] == 0
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"])
 def test_the_exporter_trusts_a_private_ca_from_the_environment(
     https_simulator: FaultyServer,

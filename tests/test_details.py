@@ -459,6 +459,7 @@ def families(text: str) -> dict[str, list[Any]]:
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 
 
+@pytest.mark.process
 def test_demo_once_shows_projects_gpu_servers_and_nodes_and_no_secret() -> None:
     result = run_cli("--demo", "--once", "--detail-requests", "1000", "--log-level", "debug")
     assert result.returncode == 0, result.stderr
@@ -493,6 +494,7 @@ def test_demo_once_shows_projects_gpu_servers_and_nodes_and_no_secret() -> None:
     assert SECRET_MARKER not in result.stdout + result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_secret_from_a_run_detail_reaches_metrics_or_the_debug_log(
     simulator: FaultyServer,
@@ -520,6 +522,7 @@ def test_no_secret_from_a_run_detail_reaches_metrics_or_the_debug_log(
     assert simulator.sim.requests["run"] == 5  # each detail read once, for all those scrapes
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("endpoint", ["projects", "run", "nodes"])
 def test_a_failing_detail_endpoint_never_fails_the_collection(
     simulator: FaultyServer,
@@ -550,6 +553,7 @@ def test_a_failing_detail_endpoint_never_fails_the_collection(
     assert "details:" in exporter.logs()
 
 
+@pytest.mark.process
 def test_details_off_reads_no_detail_and_serves_no_detail_family() -> None:
     result = run_cli("--demo", "--once", "--details", "false")
     assert result.returncode == 0, result.stderr

@@ -165,6 +165,7 @@ def clear_fault(sim: FaultySimulator) -> None:
         (429, "throttled", "HTTP 429 Rate Limited (errorCode 420)", 2),
     ],
 )
+@pytest.mark.process
 def test_http_errors(stack: Stack, status: int, reason: str, hint: str, attempts: int) -> None:
     before = stack.sim.requests["runs"]
     check_failure(
@@ -181,6 +182,7 @@ def test_http_errors(stack: Stack, status: int, reason: str, hint: str, attempts
     assert stack.sim.requests["runs"] - before == 5 + attempts + 5
 
 
+@pytest.mark.process
 def test_bad_signature(stack: Stack) -> None:
     def wrong_secret(sim: FaultySimulator) -> None:
         sim.secret_key = "another-secret"
@@ -198,6 +200,7 @@ def test_bad_signature(stack: Stack) -> None:
     )
 
 
+@pytest.mark.process
 def test_clock_skew_says_to_check_the_clock(stack: Stack) -> None:
     def skew(sim: FaultySimulator) -> None:
         sim.clock_offset = 600
@@ -218,6 +221,7 @@ def test_clock_skew_says_to_check_the_clock(stack: Stack) -> None:
     assert "check NTP" in line
 
 
+@pytest.mark.process
 def test_429_with_retry_after_is_honoured_then_succeeds(stack: Stack) -> None:
     stack.sim.fault = Fault("status", status=429, retry_after="2", times=1)
     started = time.monotonic()
@@ -228,6 +232,7 @@ def test_429_with_retry_after_is_honoured_then_succeeds(stack: Stack) -> None:
     assert 2.0 <= elapsed < COLLECT_TIMEOUT
 
 
+@pytest.mark.process
 def test_429_whose_retry_after_passes_the_deadline_fails_at_once(stack: Stack) -> None:
     started = time.monotonic()
     line = check_failure(
@@ -242,6 +247,7 @@ def test_429_whose_retry_after_passes_the_deadline_fails_at_once(stack: Stack) -
     assert time.monotonic() - started < COLLECT_TIMEOUT  # it did not sit out the minute
 
 
+@pytest.mark.process
 def test_429_without_retry_after_backs_off_and_counts(stack: Stack) -> None:
     check_failure(
         stack,
@@ -254,6 +260,7 @@ def test_429_without_retry_after_backs_off_and_counts(stack: Stack) -> None:
     )
 
 
+@pytest.mark.process
 def test_connection_reset_mid_body(stack: Stack) -> None:
     check_failure(
         stack,
@@ -265,6 +272,7 @@ def test_connection_reset_mid_body(stack: Stack) -> None:
     )
 
 
+@pytest.mark.process
 def test_a_page_that_never_answers(stack: Stack) -> None:
     check_failure(
         stack,
@@ -276,6 +284,7 @@ def test_a_page_that_never_answers(stack: Stack) -> None:
     )
 
 
+@pytest.mark.process
 def test_a_body_that_trickles_past_the_deadline(stack: Stack) -> None:
     check_failure(
         stack,
@@ -301,6 +310,7 @@ def test_a_body_that_trickles_past_the_deadline(stack: Stack) -> None:
         ("gzip_bomb", "page 1: response is over MAX_RESPONSE_BYTES (1048576)"),
     ],
 )
+@pytest.mark.process
 def test_unusable_2xx_bodies(stack: Stack, kind: str, hint: str) -> None:
     check_failure(
         stack,
@@ -320,6 +330,7 @@ def test_unusable_2xx_bodies(stack: Stack, kind: str, hint: str) -> None:
         ("total_high", "page 5 lists 30 runs and ends the list, but its totalCount (380)"),
     ],
 )
+@pytest.mark.process
 def test_inconsistent_paging(stack: Stack, kind: str, hint: str) -> None:
     check_failure(
         stack,
@@ -331,6 +342,7 @@ def test_inconsistent_paging(stack: Stack, kind: str, hint: str) -> None:
     )
 
 
+@pytest.mark.process
 def test_a_total_count_that_understates_the_list_is_followed_and_said(stack: Stack) -> None:
     """Bug caught (issue 26): runs past an understated totalCount left unread, so 230 runs
     were served as 130 with nsml_up 1 and no word."""
@@ -347,6 +359,7 @@ def test_a_total_count_that_understates_the_list_is_followed_and_said(stack: Sta
     assert len(said) == 1 and "listed 100 runs past its own totalCount" in said[0]
 
 
+@pytest.mark.process
 def test_a_failure_on_page_3_of_5(stack: Stack) -> None:
     line = check_failure(
         stack,
@@ -359,6 +372,7 @@ def test_a_failure_on_page_3_of_5(stack: Stack) -> None:
     assert "page 3" in line
 
 
+@pytest.mark.process
 def test_a_transient_5xx_is_retried_within_the_scrape(stack: Stack) -> None:
     stack.sim.fault = Fault("status", status=503, times=1, pages={2})
     text = stack.exporter.get().text
@@ -368,6 +382,7 @@ def test_a_transient_5xx_is_retried_within_the_scrape(stack: Stack) -> None:
     assert sum(v for (n, _), v in values.items() if n == "nsml_runs") == RUNS
 
 
+@pytest.mark.process
 def test_connection_refused(
     tmp_path: Path, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -402,6 +417,7 @@ def test_connection_refused(
     assert sum(v for (n, _), v in recovered.items() if n == "nsml_runs") == 30
 
 
+@pytest.mark.process
 def test_wrong_timezone_is_warned_once_naming_the_setting(
     exporter_factory: Callable[..., ExporterProcess], simulator: FaultyServer
 ) -> None:

@@ -102,7 +102,7 @@ def test_the_header_block_is_bounded_to_the_byte(
 ) -> None:
     """Bug caught: a bound of 16,000 (or one off by one): exactly MAX_HEADER_BYTES of field
     lines are read, one more byte gets 431."""
-    fixed = len("Host: x\r\nConnection: close\r\n" "X-Pad: \r\n" "\r\n")  # the blank line too
+    fixed = len("Host: x\r\nConnection: close\r\nX-Pad: \r\n\r\n")  # the blank line too
     pad = "X-Pad: " + "p" * (MAX_HEADER_BYTES - fixed + padding)
     answer = exchange(server, request("GET /healthz HTTP/1.1", pad))
     assert statuses(answer) == [status]

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
@@ -71,6 +72,7 @@ def population(count: int, seed: int = 3) -> list[SimRun]:
     return list(unique.values())
 
 
+@pytest.mark.process
 def test_counts_ages_and_zero_fill_match_the_simulator_exactly(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -104,6 +106,7 @@ def test_counts_ages_and_zero_fill_match_the_simulator_exactly(
     assert samples(text, "nsml_api_reported_runs") == [({}, float(len(runs)))]
 
 
+@pytest.mark.process
 def test_zero_based_api_with_first_page_0(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -117,6 +120,7 @@ def test_zero_based_api_with_first_page_0(
     assert sum(v for _, v in samples(text, "nsml_runs")) == len(simulator.sim.runs)
 
 
+@pytest.mark.process
 def test_demo_serves_metrics_landing_page_and_health(
     exporter_factory: Callable[..., ExporterProcess],
 ) -> None:
@@ -136,6 +140,7 @@ def test_demo_serves_metrics_landing_page_and_health(
     assert exporter.get("/nope").status_code == 404
 
 
+@pytest.mark.process
 def test_metrics_are_gzipped_when_asked(exporter_factory: Callable[..., ExporterProcess]) -> None:
     exporter = exporter_factory("--demo")
     raw = exporter.get(headers={"Accept-Encoding": "gzip"}, stream=True)
@@ -143,6 +148,7 @@ def test_metrics_are_gzipped_when_asked(exporter_factory: Callable[..., Exporter
     assert b"nsml_up 1.0" in gzip.decompress(raw.raw.read())
 
 
+@pytest.mark.process
 def test_openmetrics_is_served_when_asked(exporter_factory: Callable[..., ExporterProcess]) -> None:
     exporter = exporter_factory("--demo")
     response = exporter.get(headers={"Accept": "application/openmetrics-text; version=1.0.0"})
@@ -150,6 +156,7 @@ def test_openmetrics_is_served_when_asked(exporter_factory: Callable[..., Export
     assert response.text.rstrip().endswith("# EOF")
 
 
+@pytest.mark.process
 def test_sigterm_exits_0_promptly(exporter_factory: Callable[..., ExporterProcess]) -> None:
     exporter = exporter_factory("--demo")
     started = time.monotonic()
@@ -159,6 +166,7 @@ def test_sigterm_exits_0_promptly(exporter_factory: Callable[..., ExporterProces
     assert "shutting down" in exporter.logs()
 
 
+@pytest.mark.process
 def test_demo_once_prints_the_exposition_and_exits_0() -> None:
     result = run_cli("--once", "--demo")
     assert result.returncode == 0, result.stderr
@@ -166,6 +174,7 @@ def test_demo_once_prints_the_exposition_and_exits_0() -> None:
     assert sum(v for _, v in samples(result.stdout, "nsml_runs")) > 100
 
 
+@pytest.mark.process
 def test_demo_with_a_long_history_reads_it_in_the_background(
     exporter_factory: Callable[..., ExporterProcess],
 ) -> None:
@@ -189,6 +198,7 @@ def test_demo_with_a_long_history_reads_it_in_the_background(
     assert "reading the run list in the background" in exporter.logs()
 
 
+@pytest.mark.process
 def test_once_exits_1_when_the_collection_fails(tmp_path: Path) -> None:
     result = run_cli(
         "--once",
@@ -206,6 +216,7 @@ def test_once_exits_1_when_the_collection_fails(tmp_path: Path) -> None:
     assert "Connection refused" in result.stderr
 
 
+@pytest.mark.process
 def test_wrong_secret_is_an_auth_failure(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -225,6 +236,7 @@ def test_wrong_secret_is_an_auth_failure(
     assert "HTTP 401 Authentication Failed (errorCode 200): signature mismatch" in exporter.logs()
 
 
+@pytest.mark.process
 def test_api_key_is_sent_when_the_gateway_wants_one(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -244,6 +256,7 @@ def test_plain_requests_to_the_simulator_need_a_signature(simulator: SimulatorSe
     assert response.json()["error"]["message"] == "Authentication Failed"
 
 
+@pytest.mark.process
 def test_metrics_endpoint_serves_what_prometheus_client_would(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -271,6 +284,7 @@ def test_simulator_fast_path_serves_the_same_page_as_its_reference_path() -> Non
     assert _json.loads(sim.run_list_bytes(9, 70)) == {"runList": [], "totalCount": 250}
 
 
+@pytest.mark.process
 def test_json_logs_are_one_object_per_line(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -291,6 +305,7 @@ def test_json_logs_are_one_object_per_line(
     assert any(e["level"] == "info" and "serving http://" in e["msg"] for e in entries)
 
 
+@pytest.mark.process
 def test_finished_run_histograms_match_the_simulator_exactly(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -391,6 +406,7 @@ def test_the_packaged_simulator_takes_no_fault_commands() -> None:
         server.stop()
 
 
+@pytest.mark.process
 def test_a_port_in_use_is_one_line_exit_2_and_no_api_request(simulator: SimulatorServer) -> None:
     """Bugs caught: a port in use blamed on another setting, or given a traceback. Reading now
     begins once the port is ours, so no API request is made; before, one raced the exit and
@@ -414,6 +430,7 @@ def test_a_port_in_use_is_one_line_exit_2_and_no_api_request(simulator: Simulato
     assert simulator.sim.requests["all"] == 0
 
 
+@pytest.mark.process
 def test_reading_begins_when_the_exporter_starts_not_at_the_first_scrape(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:

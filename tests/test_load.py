@@ -8,10 +8,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 from exporter.demo.simulator import SimulatorServer
 from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, static_runs
+
+pytestmark = pytest.mark.process  # every test here starts the exporter or its CLI
 
 
 def rss_kib(pid: int) -> int:

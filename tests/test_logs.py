@@ -56,6 +56,7 @@ def test_json_lines_are_one_object_each(restore_logging: None) -> None:
     assert json.loads(line)["msg"] == f"API said {HOSTILE}"
 
 
+@pytest.mark.process
 def test_an_api_error_body_cannot_forge_log_lines(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:

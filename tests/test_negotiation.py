@@ -270,6 +270,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterProcess]:
 HTTP_CASES = [t for t in TABLE if t[1] is not None]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("accept", "expected"), [t[1:] for t in HTTP_CASES], ids=[t[0] for t in HTTP_CASES]
 )
@@ -291,6 +292,7 @@ def test_each_accept_header_gets_its_content_type_over_http(
     assert response.text.count("# EOF") == int(is_openmetrics)  # the shared part has none
 
 
+@pytest.mark.process
 def test_accept_split_over_two_header_lines_is_read_whole(demo: ExporterProcess) -> None:
     """RFC 9110: a list header sent as two field lines is one list."""
     answer = raw(
@@ -305,6 +307,7 @@ def test_accept_split_over_two_header_lines_is_read_whole(demo: ExporterProcess)
 @pytest.mark.parametrize(
     ("coding", "gzipped"), [("gzip", True), ("gzip;q=0", False), ("notgzip", False)]
 )
+@pytest.mark.process
 def test_gzip_over_http_follows_the_weights(
     demo: ExporterProcess, coding: str, gzipped: bool
 ) -> None:

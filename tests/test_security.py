@@ -27,6 +27,8 @@ from tests.conftest import (
 )
 from tests.fake_api import Fault
 
+pytestmark = pytest.mark.process  # every test here starts the exporter or its CLI
+
 
 def web_config(tmp_path: Path, config: dict[str, Any]) -> str:
     path = tmp_path / "web-config.yml"

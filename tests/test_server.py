@@ -29,6 +29,8 @@ from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, sta
 from tests.fake_api import FaultyServer
 from tests.test_load import rss_kib
 
+pytestmark = pytest.mark.process  # every test here starts the exporter or its CLI
+
 PASSWORD = "s3cret pass"
 OPENMETRICS = b"application/openmetrics-text"
 

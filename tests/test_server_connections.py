@@ -76,6 +76,7 @@ def tls_exporter(
 # -- handshakes and requests that never finish ---------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_stalled_tls_handshake_is_cut_and_holds_no_slot(
     tmp_path: Path, pki: dict[str, Path], simulator: FaultyServer
 ) -> None:
@@ -105,6 +106,7 @@ def test_a_stalled_tls_handshake_is_cut_and_holds_no_slot(
         exporter.stop()
 
 
+@pytest.mark.process
 def test_a_tls_client_sending_a_garbage_record_logs_no_error(
     tmp_path: Path, pki: dict[str, Path], simulator: FaultyServer
 ) -> None:
@@ -132,6 +134,7 @@ def test_a_tls_client_sending_a_garbage_record_logs_no_error(
         exporter.stop()
 
 
+@pytest.mark.process
 def test_silent_sockets_at_the_cap_do_not_shut_out_health_checks_or_scrapes(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -153,6 +156,7 @@ def test_silent_sockets_at_the_cap_do_not_shut_out_health_checks_or_scrapes(
             sock.close()
 
 
+@pytest.mark.process
 def test_max_connections_serves_exactly_that_many_requests_in_flight(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -216,6 +220,7 @@ def test_the_answer_deadline_follows_collect_timeout() -> None:
         server.stop(1)
 
 
+@pytest.mark.process
 def test_header_timeout_does_not_cut_a_slow_collection(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -231,6 +236,7 @@ def test_header_timeout_does_not_cut_a_slow_collection(
     assert "nsml_up 1.0" in response.text
 
 
+@pytest.mark.process
 def test_a_failed_collection_is_not_served_for_cache_seconds(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -250,6 +256,7 @@ def test_a_failed_collection_is_not_served_for_cache_seconds(
     assert simulator.sim.requests["runs"] == read
 
 
+@pytest.mark.process
 def test_slow_readers_share_one_rendered_body(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -355,6 +362,7 @@ def test_connections_in_the_backlog_at_stop_get_a_status_line(
     assert sum(b"503 Service Unavailable" in answer for answer in answers) >= 4
 
 
+@pytest.mark.process
 def test_a_stop_past_its_grace_names_the_requests_it_cut(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:

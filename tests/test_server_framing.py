@@ -38,6 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterProcess
     ],
     ids=["two-lengths", "empty-then-chunked", "chunked", "a-body", "length-abc"],
 )
+@pytest.mark.process
 def test_a_body_or_doubled_framing_gets_one_400_and_nothing_smuggled(
     served: ExporterProcess, request_bytes: bytes
 ) -> None:
@@ -81,6 +82,7 @@ def test_a_body_or_doubled_framing_gets_one_400_and_nothing_smuggled(
         "expect-without-body",
     ],
 )
+@pytest.mark.process
 def test_lenient_parsing_follows_rfc_9112(
     served: ExporterProcess, request_bytes: bytes, status: str
 ) -> None:
@@ -91,6 +93,7 @@ def test_lenient_parsing_follows_rfc_9112(
     assert b"100 Continue" not in answer
 
 
+@pytest.mark.process
 def test_head_answers_the_length_of_the_body_and_no_body(served: ExporterProcess) -> None:
     """Bug caught: HEAD writing the body too (the next request on the connection would read it
     as a response)."""
@@ -106,6 +109,7 @@ def test_head_answers_the_length_of_the_body_and_no_body(served: ExporterProcess
     assert rest == b""
 
 
+@pytest.mark.process
 def test_head_then_get_on_one_connection_each_get_their_answer(served: ExporterProcess) -> None:
     answer = raw(
         served,

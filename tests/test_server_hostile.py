@@ -95,6 +95,7 @@ CLOSE = b"Connection: close\r\n"
         "unbalanced-accept-encoding",
     ],
 )
+@pytest.mark.process
 def test_exactly_one_status_line(
     served: ExporterProcess, request_bytes: bytes, status: str
 ) -> None:
@@ -105,6 +106,7 @@ def test_exactly_one_status_line(
     assert "Traceback" not in served.logs()
 
 
+@pytest.mark.process
 def test_an_empty_parameter_is_allowed(served: ExporterProcess) -> None:
     """Bug caught (item 12): `version=1.0.0;` dropped, so text 0.0.4 was served to a client
     that asked for OpenMetrics only."""
@@ -112,6 +114,7 @@ def test_an_empty_parameter_is_allowed(served: ExporterProcess) -> None:
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
 
 
+@pytest.mark.process
 def test_keep_alive_close_is_read_as_close(served: ExporterProcess) -> None:
     """Bug caught (item 9): `Connection: keep-alive, close` taken for keep-alive, the socket
     held until HEADER_TIMEOUT."""
@@ -126,6 +129,7 @@ def test_keep_alive_close_is_read_as_close(served: ExporterProcess) -> None:
 @pytest.mark.parametrize(
     ("padding", "status"), [(0, "200"), (1, "431")], ids=["at-the-limit", "one-byte-over"]
 )
+@pytest.mark.process
 def test_header_bytes_are_bounded(served: ExporterProcess, padding: int, status: str) -> None:
     """Bug caught: the bound off by one, or not applied (any size read and negotiated)."""
     fixed = b"Host: x\r\n" + CLOSE + b"X-Pad: \r\n" + b"\r\n"
@@ -134,6 +138,7 @@ def test_header_bytes_are_bounded(served: ExporterProcess, padding: int, status:
     assert one_status(served, request) == status
 
 
+@pytest.mark.process
 def test_a_huge_accept_is_refused_at_once_without_credentials(served: ExporterProcess) -> None:
     """Bug caught (item 4): 20 header lines of 64 KB negotiated for seconds of CPU."""
     line = b"Accept: " + b"," * 65000 + b"\r\n"
@@ -149,9 +154,13 @@ def backed(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> tuple[FaultyServer, ExporterProcess]:
     simulator.sim.set_runs(static_runs(30))
-    return simulator, exporter_factory(*exporter_args_for(simulator), env=exporter_env())
+    exporter = exporter_factory(*exporter_args_for(simulator), env=exporter_env())
+    # Reading begins at start: a scrape waits for that first read, so none is under way after.
+    assert exporter.get().status_code == 200
+    return simulator, exporter
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("how", ["half-close", "header-timeout"])
 def test_a_request_that_never_ends_costs_nothing(
     backed: tuple[FaultyServer, ExporterProcess], how: str
@@ -175,6 +184,7 @@ def test_a_request_that_never_ends_costs_nothing(
     assert server.sim.requests["runs"] == before
 
 
+@pytest.mark.process
 def test_sighup_and_sigusr1_are_logged_and_ignored(served: ExporterProcess) -> None:
     """Bug caught (item 13): the default action, which ends the process mid-scrape with nothing
     logged."""
@@ -189,6 +199,7 @@ def test_sighup_and_sigusr1_are_logged_and_ignored(served: ExporterProcess) -> N
     assert served.get().status_code == 200
 
 
+@pytest.mark.process
 def test_a_second_sigterm_ends_the_grace(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
@@ -219,6 +230,7 @@ def test_a_second_sigterm_ends_the_grace(
     simulator.sim.latency = 0.0
 
 
+@pytest.mark.process
 def test_a_plain_scrape_after_a_gzip_one_gets_plain_bytes(served: ExporterProcess) -> None:
     """Bug caught (issue 22's survivors): the shared render of a collection keyed by format
     only, so a plain scrape right after a gzip one got the gzip bytes without

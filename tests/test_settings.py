@@ -93,6 +93,7 @@ def test_invalid_settings_name_the_setting(flags: dict[str, str], setting: str) 
     assert str(raised.value).startswith(f"invalid setting {setting}: ")
 
 
+@pytest.mark.process
 def test_bad_setting_exits_2_with_one_line_and_no_secret() -> None:
     result = run_cli(
         "--page-size",
@@ -107,6 +108,7 @@ def test_bad_setting_exits_2_with_one_line_and_no_secret() -> None:
     assert SECRET not in result.stderr + result.stdout
 
 
+@pytest.mark.process
 def test_bad_environment_variable_exits_2_naming_it() -> None:
     result = run_cli(
         env={
@@ -120,6 +122,7 @@ def test_bad_environment_variable_exits_2_naming_it() -> None:
     assert "NSML_EXPORTER_CACHE_SECONDS" in result.stderr
 
 
+@pytest.mark.process
 def test_missing_keys_exit_2_and_suggest_demo() -> None:
     result = run_cli("--once")
     assert result.returncode == 2
@@ -131,6 +134,7 @@ def test_missing_keys_exit_2_and_suggest_demo() -> None:
     )
 
 
+@pytest.mark.process
 def test_unknown_flag_exits_2_with_one_line() -> None:
     result = run_cli("--page-sise", "10")
     assert result.returncode == 2
@@ -138,6 +142,7 @@ def test_unknown_flag_exits_2_with_one_line() -> None:
     assert "--page-sise" in result.stderr
 
 
+@pytest.mark.process
 def test_help_lists_every_setting_with_env_and_default() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
@@ -172,6 +177,7 @@ def test_help_lists_every_setting_with_env_and_default() -> None:
     assert text.count("required") == 2  # once for each key, not twice each
 
 
+@pytest.mark.process
 def test_several_invalid_settings_are_named_in_one_line() -> None:
     result = run_cli(
         "--page-size", "0", "--timezone", "Mars/Olympus", env={"NSML_EXPORTER_PORT": "http"}
@@ -183,6 +189,7 @@ def test_several_invalid_settings_are_named_in_one_line() -> None:
         assert f"NSML_EXPORTER_{setting}" in lines[0]
 
 
+@pytest.mark.process
 def test_a_misspelt_variable_is_named_with_the_closest_setting() -> None:
     result = run_cli(
         "--demo", "--once", env={"NSML_EXPORTER_PAGESIZE": "10", "NSML_EXPORTER_ZZZ": "1"}
