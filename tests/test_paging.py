@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -631,3 +631,22 @@ def test_a_page_holding_only_the_page_before_after_a_burst_of_one_page() -> None
     result, _ = fetch(handler, page_size=10)
     assert len(result.runs) == 30 and result.result is not None
     assert result.result.newest_first
+
+
+@pytest.mark.parametrize(("count", "batched"), [(30, [2, 3, 4]), (31, [2, 3, 4]), (10, [2])])
+def test_the_page_that_proves_the_end_is_asked_for_with_the_others(
+    count: int, batched: list[int]
+) -> None:
+    """Bug caught: the page after a full last page asked for only after every other page had
+    come back: one more round trip on every read of a list whose length is a multiple of the
+    page size (a 10,000-run history read on scrape: 5% of the scrape)."""
+    asked: list[list[int]] = []
+
+    def map_pages(get: Callable[[int], RunPage], numbers: Iterable[int]) -> Iterator[RunPage]:
+        numbers = list(numbers)
+        asked.append(numbers)  # what the pool is given at once
+        return map(get, numbers)
+
+    got = read(Pages(paged(runs_of(count)), 10), map_pages=map_pages)
+    assert asked == [batched]
+    assert len(got.taken) == count

@@ -182,12 +182,15 @@ def read_run_list(
         return len(runs)
 
     last = fold(start, first)
-    rest = range(start + 1, planned)
+    # A list that ends on a full page is proved to end by the page after it: that page is
+    # asked for with the others, not after them (one round trip less on every read).
+    ahead = 1 if first["totalCount"] % step == 0 else 0
+    rest = range(start + 1, planned + ahead)
     for index, page in zip(rest, map_pages(get_page, [first_page + i for i in rest]), strict=True):
         last = fold(index, page)
     # A full last page: the list grew while we read it, or totalCount understates it. Follow
     # it to its end, but never forever.
-    index = max(planned, start + 1)
+    index = max(planned + ahead, start + 1)
     while last >= step:
         if index >= 2 * planned + 2:
             raise InconsistentPagingError(
