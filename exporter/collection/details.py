@@ -38,7 +38,7 @@ from ..errors import CollectionError, HTTPStatusError
 from ..nsml.api import NsmlApi
 from ..nsml.models import Node, Project
 from ..nsml.paging import RunKey, read_list
-from ..nsml.retry import with_retries
+from ..nsml.retry import exponential, with_retries
 from ..settings import Settings
 
 
@@ -317,7 +317,7 @@ class RunDetails:
         """A failed read: its back-off grows. The error's message."""
         with self._lock:
             count = self._failing.get(item, (0, 0.0))[0] + 1
-            delay = min(RETRY_CAP, RETRY_BASE * 2 ** (count - 1))
+            delay = exponential(count - 1, RETRY_BASE, RETRY_CAP)
             self._failing[item] = (count, self._clock() + delay)
         return str(error)
 

@@ -48,6 +48,7 @@ from ..errors import CollectionError, InconsistentPagingError, RequestTimeoutErr
 from ..nsml.client import Pace
 from ..nsml.models import Run, to_timestamp
 from ..nsml.paging import Progress, RunKey, RunList, Take
+from ..nsml.retry import exponential
 from ..settings import Settings
 from . import statefile
 from .store import RunStore
@@ -277,7 +278,7 @@ class Reader:
     # -- full reads ----------------------------------------------------------------------------
 
     def _full_reads(self) -> None:
-        delay = RETRY_FIRST
+        failures = 0  # background reads failed in a row
         while not self._closed.is_set():
             if not self._due():
                 continue
@@ -285,7 +286,7 @@ class Reader:
                 job = self._job = self._job or Job(deadline=self._clock() + self._timeout)
             try:
                 self._read(job)
-                delay = RETRY_FIRST
+                failures = 0
             except CollectionError as error:
                 job.error = error
                 self._failed(error)
@@ -300,8 +301,8 @@ class Reader:
                     self._job = None
                 job.answered.set()
             if job.error is not None and self._state.mode == BACKGROUND:
-                self._closed.wait(delay)
-                delay = min(RETRY_CAP, 2 * delay)
+                self._closed.wait(exponential(failures, RETRY_FIRST, RETRY_CAP))
+                failures += 1
 
     def _due(self) -> bool:
         """Wait until a full read is due: asked by a scrape (scrape mode), or its time has come

@@ -23,9 +23,16 @@ BACKOFF_BASE = 0.2
 BACKOFF_CAP = 2.0
 
 
+def exponential(attempt: int, base: float, cap: float) -> float:
+    """The back-off every reader uses: `base` seconds after the first failure (`attempt` 0),
+    doubling with each failure after it, never more than `cap`."""
+    return min(cap, base * 2.0 ** min(attempt, 64))
+
+
 def backoff(attempt: int, retry_after: float | None) -> float:
-    """Seconds to wait before retry number `attempt` + 1."""
-    delay: float = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+    """Seconds to wait before retry number `attempt` + 1 of one request: jittered, so that
+    requests that failed together do not come back together."""
+    delay = exponential(attempt, BACKOFF_BASE, BACKOFF_CAP) * random.uniform(0.5, 1.0)
     return delay if retry_after is None else max(delay, retry_after)
 
 
