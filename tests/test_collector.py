@@ -572,3 +572,22 @@ def test_with_cache_seconds_a_failed_collection_is_not_reused() -> None:
     registry = registry_for(fetch, cache_seconds=60, min_interval=0)
     assert value(registry, "nsml_up") == 0
     assert value(registry, "nsml_up") == 1
+
+
+def test_an_empty_list_reports_zero_runs_not_none() -> None:
+    """Bug caught (issue 27): `nsml_api_reported_runs` absent for an empty list (a falsy
+    totalCount taken for "not read"), so a dashboard shows "no data" for an account with no
+    runs yet."""
+    scraped = Scraped(scrape([]))
+    assert scraped.value("nsml_up") == 1
+    assert scraped.value("nsml_api_reported_runs") == 0
+
+
+def test_every_error_reason_starts_at_zero_internal_included() -> None:
+    """Bug caught (issue 27): `nsml_collection_errors_total{reason="internal"}` absent until
+    the first bug, so `increase()` over it misses that first one."""
+    from exporter.errors import CollectionError
+
+    scraped = Scraped(scrape([api_run("p1", "1")]))
+    assert CollectionError.reason == "internal"
+    assert scraped.value("nsml_collection_errors_total", reason="internal") == 0

@@ -699,3 +699,18 @@ def test_every_collection_starts_a_details_refresh_not_only_the_first() -> None:
     finally:
         collector.close()
         runs.close()
+
+
+def test_a_detail_without_a_gpu_server_code_gets_an_empty_label() -> None:
+    """Bug caught (issue 27): a detail with no `gpuSvrCode` labelled `gpu_server_code="None"`,
+    a value no query expects."""
+
+    class NoCode(FakeApi):
+        def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+            detail = super().get_run(project_id, run_name, deadline)
+            del detail["gpuSvrCode"]
+            return detail
+
+    runs = details(NoCode())
+    runs.refresh(keys("1"))
+    assert runs.view(keys("1")).info[("p1", "1")].gpu_server_code == ""
