@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from requests.adapters import HTTPAdapter
 
+import exporter
 from exporter.cli import parse_args
 from exporter.demo.population import SimRun
 from exporter.demo.simulator import SimulatorServer
@@ -138,6 +139,17 @@ class ExporterProcess:
         return self.proc.returncode
 
 
+def process_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an exporter process a test starts: this one without NSML_EXPORTER_*
+    settings, plus `env`, importing the very package the tests import (so that a mutation
+    tool's mutated copy reaches the process too, not the installed package)."""
+    tree = str(Path(exporter.__file__).resolve().parent.parent)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [tree, os.environ.get("PYTHONPATH")]))
+    clean.update(env or {})
+    return clean
+
+
 def start_exporter(
     tmp_path: Path,
     args: list[str],
@@ -152,8 +164,7 @@ def start_exporter(
     log_path = tmp_path / f"exporter-{port}.log"
     if "--min-interval" not in args:  # tests scrape back to back and expect fresh collections
         args = [*args, "--min-interval", "0"]
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
-    full_env.update(env or {})
+    full_env = process_env(env)
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [
@@ -202,13 +213,11 @@ def exporter_factory(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m exporter ARGS` to completion, with only `env` for NSML_EXPORTER_* settings."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("NSML_EXPORTER_")}
-    clean.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "exporter", *args],
         capture_output=True,
         text=True,
-        env=clean,
+        env=process_env(env),
         timeout=60,
         check=False,
     )
