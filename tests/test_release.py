@@ -4,11 +4,13 @@ workflow and the dependency-update config checked statically (they cannot run he
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -66,6 +68,11 @@ def test_the_chart_packaged_at_the_tag_runs_that_image_from_ghcr(
     assert (chart["version"], chart["appVersion"]) == ("0.2.0", "0.2.0")
     assert values["image"]["repository"] == "ghcr.io/nsml-exporter/nsml-exporter"
     assert values["image"]["tag"] == ""  # the chart's appVersion
+    # Released, it renders with no image named: the one that release published.
+    keys = {"nsml": {"accessKey": "a", "secretKey": "b"}}
+    rendered = helm.Chart.load(str(archive)).render(keys, name="rel", namespace="monitoring")
+    deployment = rendered["nsml-exporter/templates/deployment.yaml"]
+    assert 'image: "ghcr.io/nsml-exporter/nsml-exporter:0.2.0"' in deployment
 
 
 def find_actionlint() -> str:
@@ -92,7 +99,7 @@ def test_actionlint_would_catch_a_broken_workflow(tmp_path: Path) -> None:
     broken = (
         (WORKFLOWS / "release.yml")
         .read_text()
-        .replace("needs.version.outputs.version", "needs.version.outputs.versoin", 1)
+        .replace("needs.validate.outputs.version", "needs.validate.outputs.versoin", 1)
     )
     (tmp_path / "release.yml").write_text(broken)
     result = subprocess.run(
@@ -108,12 +115,130 @@ def test_the_release_publishes_the_image_the_chart_and_the_package_on_a_v_tag() 
     workflow = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
     assert workflow[True]["push"]["tags"] == ["v*"]  # YAML reads the key `on` as True
     jobs = workflow["jobs"]
-    build = next(s for s in jobs["image"]["steps"] if s.get("id") == "build")["with"]
-    assert build["platforms"] == "linux/amd64,linux/arm64"
-    assert build["sbom"] is True and build["provenance"] == "mode=max"
-    assert any("cosign sign" in s.get("run", "") for s in jobs["image"]["steps"])
-    assert jobs["package"]["permissions"]["id-token"] == "write"  # trusted publishing
-    assert any("helm push" in s.get("run", "") for s in jobs["chart"]["steps"])
+    build = next(s for s in jobs["image"]["steps"] if "build-push-action" in s.get("uses", ""))
+    assert build["with"]["platforms"] == "linux/amd64,linux/arm64"
+    assert build["with"]["sbom"] is True and build["with"]["provenance"] == "mode=max"
+    assert "push" not in build["with"]  # built as an archive; pushed once everything built
+    push = "\n".join(s.get("run", "") for s in jobs["publish-image"]["steps"])
+    assert "cosign sign" in push
+    assert '"docker://$IMAGE:$VERSION"' in push  # X.Y.Z, then X.Y and X
+    assert 'for tag in "$MINOR" "$MAJOR"' in push and '"docker://$IMAGE:$tag"' in push
+    assert any("helm push" in s.get("run", "") for s in jobs["publish-chart"]["steps"])
+    assert any("pypi-publish" in s.get("uses", "") for s in jobs["publish-pypi"]["steps"])
+    assert jobs["publish-pypi"]["environment"]["url"].startswith("https://pypi.org/project/")
+
+
+def requirements(jobs: dict[str, Any], name: str) -> set[str]:
+    """Every job `name` waits for, directly or not."""
+    needs = jobs[name].get("needs", [])
+    direct = {needs} if isinstance(needs, str) else set(needs)
+    return direct.union(*(requirements(jobs, job) for job in direct))
+
+
+def test_nothing_is_published_before_the_tests_and_every_build_passed() -> None:
+    """Bugs caught (issue 28): PyPI published at once, beside the image build; the CHANGELOG
+    checked after the package was out; a publish job that does not wait for the tests."""
+    jobs = yaml.safe_load((WORKFLOWS / "release.yml").read_text())["jobs"]
+    assert jobs["test"]["uses"] == "./.github/workflows/ci.yml"  # the CI, on the tagged commit
+    builds = {"validate", "test", "package", "image", "chart"}
+    publishing = {"publish-pypi", "publish-image", "publish-chart", "github-release"}
+    assert set(jobs) == builds | publishing
+    for job in publishing:
+        assert builds <= requirements(jobs, job), job
+    for job in ("package", "image", "chart"):
+        assert {"validate", "test"} <= requirements(jobs, job), job
+    assert {"publish-pypi", "publish-image", "publish-chart"} <= requirements(
+        jobs, "github-release"
+    )
+    validate = "\n".join(s.get("run", "") for s in jobs["validate"]["steps"])
+    assert ".github/changelog-section" in validate and "python -m build" in validate
+
+
+def test_publish_rights_are_held_only_by_the_jobs_that_publish() -> None:
+    """Bug caught (issue 28): the build job holding `id-token: write` (and every job whatever
+    the workflow grants by default)."""
+    workflow = yaml.safe_load((WORKFLOWS / "release.yml").read_text())
+    assert workflow["permissions"] == {}
+    writes = {
+        name: {scope for scope, level in job.get("permissions", {}).items() if level == "write"}
+        for name, job in workflow["jobs"].items()
+    }
+    assert writes == {
+        "validate": set(),
+        "test": set(),
+        "package": set(),
+        "image": set(),
+        "chart": set(),
+        "publish-pypi": {"id-token"},
+        "publish-image": {"packages", "id-token", "attestations"},
+        "publish-chart": {"packages"},
+        "github-release": {"contents"},
+    }
+
+
+def test_ci_runs_the_readmes_test_command_and_the_workflow_linters() -> None:
+    """Bug caught (issue 28): no workflow tests a push, so a tag publishes whatever it points
+    at."""
+    workflow = yaml.safe_load((WORKFLOWS / "ci.yml").read_text())
+    assert set(workflow[True]) == {"push", "pull_request", "workflow_call"}
+    runs = [s.get("run", "") for job in workflow["jobs"].values() for s in job["steps"]]
+    assert any("bash .ci/run" in run for run in runs)
+    assert any("actionlint" in run and "zizmor" in run for run in runs)
+
+
+def test_every_action_is_pinned_by_commit_with_its_version() -> None:
+    """Bug caught (issue 28): actions referenced by a tag or a branch, which their owner (or
+    whoever takes the account) can move under a release."""
+    uses = [
+        (path.name, line.strip())
+        for path in sorted(WORKFLOWS.glob("*.yml"))
+        for line in path.read_text().splitlines()
+        if line.strip().startswith(("uses:", "- uses:"))
+    ]
+    assert uses
+    for name, line in uses:
+        reference = line.split("uses:", 1)[1].strip()
+        if reference.startswith("./"):
+            continue  # a workflow of this repository
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+(\.\d+)*", reference), (
+            name,
+            reference,
+        )
+
+
+def find_zizmor() -> str:
+    beside = Path(sys.executable).parent / "zizmor"
+    if not beside.exists():
+        pytest.fail("zizmor is not installed: it comes with the [test] extras")
+    return str(beside)
+
+
+def zizmor(folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [find_zizmor(), "--offline", "--min-severity", "medium", "--format", "plain", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_the_workflows_have_no_medium_or_high_zizmor_finding() -> None:
+    """Bug caught (issue 28): 17 high and 5 medium findings (unpinned actions, `github.actor`
+    expanded inside a script, checkouts keeping their credentials)."""
+    result = zizmor(WORKFLOWS)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_would_catch_a_template_injection(tmp_path: Path) -> None:
+    """Bug caught: a zizmor check that passes anything (a wrong path, no workflow read)."""
+    folder = tmp_path / ".github" / "workflows"
+    folder.mkdir(parents=True)
+    workflow = (WORKFLOWS / "release.yml").read_text()
+    injected = workflow.replace('--username "$ACTOR"', '--username "${{ github.actor }}"', 1)
+    assert injected != workflow
+    (folder / "release.yml").write_text(injected)
+    result = zizmor(folder)
+    assert result.returncode != 0 and "template-injection" in result.stdout + result.stderr
 
 
 def test_release_notes_are_the_tags_changelog_section() -> None:
