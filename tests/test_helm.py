@@ -41,10 +41,20 @@ def ci_values(name: str) -> dict[str, Any]:
     return loaded
 
 
-def render(values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Rendered manifests by kind (NOTES.txt under 'NOTES')."""
+#: The chart here is an unreleased checkout: it renders only with an image named.
+BUILT = {"repository": "localhost/nsml-exporter", "tag": "0.2.0"}
+
+
+def render(
+    values: dict[str, Any] | None = None, image: dict[str, str] | None = BUILT
+) -> dict[str, list[dict[str, Any]]]:
+    """Rendered manifests by kind (NOTES.txt under 'NOTES'), with `image` unless the values
+    name one."""
+    values = dict(values or {})
+    if image is not None:
+        values["image"] = {**image, **values.get("image", {})}
     chart = helm.Chart.load(str(CHART))
-    rendered = chart.render(values or {}, name="rel", namespace="monitoring", is_install=True)
+    rendered = chart.render(values, name="rel", namespace="monitoring", is_install=True)
     by_kind: dict[str, list[dict[str, Any]]] = {"NOTES": []}
     for path, text in rendered.items():
         if path.endswith("NOTES.txt"):
@@ -313,3 +323,18 @@ def test_a_wrong_operator_value_is_rejected(kind: str, path: tuple[Any, ...], wr
     parent[path[-1]] = wrong
     with pytest.raises((ValueError, AssertionError)):
         operator_check(doc)
+
+
+def test_an_unreleased_chart_names_no_image_that_cannot_exist() -> None:
+    """Bug caught (issue 28): `helm install` from the checkout asking for
+    ghcr.io/nsml-exporter/nsml-exporter:0.1.0, an image no release publishes (the pod never
+    pulls). The chart here refuses, saying what to set; with an image named it renders it."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"].endswith("-dev")
+    with pytest.raises(Exception, match="unreleased checkout.*image.tag"):
+        render({"nsml": {"accessKey": "a", "secretKey": "b"}}, image=None)
+    docs = render({"nsml": {"accessKey": "a", "secretKey": "b"}})
+    (container,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "localhost/nsml-exporter:0.2.0"
+    (notes,) = docs["NOTES"]
+    assert "unreleased checkout: it runs localhost/nsml-exporter:0.2.0" in notes["text"]

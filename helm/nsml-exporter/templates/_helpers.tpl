@@ -47,7 +47,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "nsml-exporter.fullname" .) .Values.nsml.existingSecret }}
 {{- end }}
 
+{{/* The image: image.tag, or the release the chart was packaged with. A chart from an
+unreleased checkout (appVersion 0.0.0-dev) has no published image: it fails and says what to do,
+rather than deploy a pod that cannot pull. */}}
 {{- define "nsml-exporter.image" -}}
+{{- if and (not .Values.image.tag) (hasSuffix "-dev" .Chart.AppVersion) }}
+{{- fail (printf "this nsml-exporter chart is an unreleased checkout (appVersion %s): no image is published for it. Set image.repository and image.tag to an image you built (README: Docker), or install a released chart: helm install nsml-exporter oci://ghcr.io/nsml-exporter/charts/nsml-exporter --version X.Y.Z" .Chart.AppVersion) }}
+{{- end }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
