@@ -331,7 +331,7 @@ def test_an_unreleased_chart_names_no_image_that_cannot_exist() -> None:
     pulls). The chart here refuses, saying what to set; with an image named it renders it."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"].endswith("-dev")
-    with pytest.raises(Exception, match="unreleased checkout.*image.tag"):
+    with pytest.raises(Exception, match=r"unreleased checkout.*image\.tag"):
         render({"nsml": {"accessKey": "a", "secretKey": "b"}}, image=None)
     docs = render({"nsml": {"accessKey": "a", "secretKey": "b"}})
     (container,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
