@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
 import logging
 import os
@@ -139,9 +140,12 @@ def _serve(
         )
     except OSError as error:
         where = f"{settings.listen_address}:{settings.port}"
+        # An address that is none of this machine's is the address's fault; anything else
+        # (in use, a privileged port) the port's.
+        blamed = "listen_address" if error.errno == errno.EADDRNOTAVAIL else "port"
         return _fail_config(
             ConfigError(
-                setting_label("port"), f"cannot listen on {where}: {error.strerror or error}"
+                setting_label(blamed), f"cannot listen on {where}: {error.strerror or error}"
             )
         )
     stop = threading.Event()
@@ -193,7 +197,12 @@ def _serve(
 
 
 def run() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers (--once, start-up)
+        print("nsml-exporter: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -439,3 +439,40 @@ def test_reading_begins_when_the_exporter_starts_not_at_the_first_scrape(
     while simulator.sim.requests["runs"] == 0:
         assert time.monotonic() < deadline, "no page read without a scrape"
         time.sleep(0.05)
+
+
+@pytest.mark.process
+def test_an_address_not_of_this_machine_is_blamed_on_the_listen_address() -> None:
+    """Bug caught (issue 28): `--listen-address 10.9.9.9` (no address of this machine)
+    blamed on `--port`, which the user then changes in vain."""
+    result = run_cli("--demo", "--listen-address", "192.0.2.1", "--port", "0")
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("nsml-exporter:")]
+    assert "(--listen-address)" in line and "192.0.2.1:0" in line and "(--port)" not in line
+
+
+@pytest.mark.process
+def test_ctrl_c_during_once_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """Bug caught (issue 28): Ctrl-C during `--once` printed a 41-line KeyboardInterrupt
+    traceback (and exit 1), as if the exporter had crashed."""
+    import subprocess
+    import sys
+
+    from tests.conftest import process_env
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--demo", "--once", "--demo-latency", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=process_env(),
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # started: it reads its first page now, which takes 5 s
+        if "demo: NSML simulator at" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "nsml-exporter: interrupted"
