@@ -7,6 +7,7 @@ HTTP whose reads take the time the test says.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
@@ -790,5 +791,99 @@ def test_once_reads_the_whole_history_whatever_collect_timeout_says() -> None:
     try:
         assert not collector.shared.get().ok
         wait_until(lambda: errors(registry, "timeout") == 1)
+    finally:
+        collector.close()
+
+
+class HeadSource(SlowSource):
+    """A source whose head read fails with `error` (when set), or lists `head`, recording
+    what it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__(run_list([api_run("p1", "1")]), seconds=0.0, latency=0.0, pages=1)
+        self.asked: list[dict[str, Any]] = []
+        self.head: Runs = []
+        self.head_total = 0
+
+    def read_head(
+        self,
+        known: Callable[[tuple[str, str]], bool],
+        take: Take,
+        *,
+        deadline: float,
+        max_pages: int,
+        min_pages: int = 1,
+        pace: Callable[[], None] = lambda: None,
+    ) -> tuple[int, int]:
+        self.asked.append({"deadline": deadline, "max_pages": max_pages, "min_pages": min_pages})
+        if self.error is not None:
+            raise self.error
+        take(self.head)
+        return 1, self.head_total
+
+
+def test_a_failing_head_read_is_counted_each_time_and_warned_once_while_it_lasts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: a head failure not counted (no `nsml_collection_errors_total` to alert
+    on), warned at every try (a line every 10 s) or never, the warning not coming back after
+    a recovery, or the failure taken for the reading's (`nsml_up` 0 from a head read)."""
+    source = HeadSource()
+    collector, registry = collector_on(source, collection_mode="background")
+    reader = collector.reader
+    try:
+        collector.collect_once()  # starts the reader: its first full read
+        wait_until(lambda: reader.state.complete)
+        source.error = HTTPStatusError("page 1: HTTP 503", status=503)
+        with caplog.at_level(logging.DEBUG, logger="exporter"):
+            for _ in range(3):
+                reader.read_head()
+            source.error = None
+            source.head, source.head_total = run_list([api_run("p1", "2")]), 7
+            reader.read_head()
+            source.error = HTTPStatusError("page 1: HTTP 502", status=502)
+            reader.read_head()
+        heads = [
+            (r.levelno, r.getMessage())
+            for r in caplog.records
+            if r.getMessage().startswith("reading the run list's head failed")
+        ]
+        assert [level for level, _ in heads] == [
+            logging.WARNING,
+            logging.DEBUG,
+            logging.DEBUG,
+            logging.WARNING,
+        ]
+        assert "(http): page 1: HTTP 503" in heads[0][1]
+        assert errors(registry, "http") == 4
+        assert reader.state.failure is None  # nsml_up is about full reads
+        assert ("p1", "2") in reader.store and reader.state.total_count == 7
+    finally:
+        collector.close()
+
+
+def test_a_head_read_reaches_as_far_as_the_list_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bugs caught: the head read bounded by one page whatever the last full read saw (runs
+    pushed further during a read lost), the pages it must read at least not passed on, or not
+    reset after one head read covered them; its deadline not COLLECT_TIMEOUT from now."""
+    source = HeadSource()
+    collector, _ = collector_on(source, collection_mode="background", collect_timeout=7)
+    reader = collector.reader
+    clock = [100.0]
+    reader._clock = lambda: clock[0]
+    try:
+        reader._state = dataclasses.replace(reader._state, pages=5)
+        reader._head_pages = 3  # the last full read saw the list move by two pages
+        reader.read_head()
+        reader.read_head()
+        assert source.asked == [
+            {"deadline": 107.0, "max_pages": 6, "min_pages": 3},
+            {"deadline": 107.0, "max_pages": 6, "min_pages": 1},
+        ]
+        reader._head_pages = 9
+        source.error = HTTPStatusError("page 1: HTTP 503", status=503)
+        reader.read_head()
+        assert source.asked[-1] == {"deadline": 107.0, "max_pages": 10, "min_pages": 9}
+        assert reader._head_pages == 9  # a failed head read leaves it for the next
     finally:
         collector.close()
