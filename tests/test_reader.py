@@ -796,14 +796,15 @@ def test_once_reads_the_whole_history_whatever_collect_timeout_says() -> None:
 
 
 class HeadSource(SlowSource):
-    """A source whose head read fails with `error` (when set), or lists `head`, recording
-    what it was asked."""
+    """A source whose head read fails with `head_error` (when set), or lists `head`,
+    recording what it was asked; its full reads list one run."""
 
     def __init__(self) -> None:
         super().__init__(run_list([api_run("p1", "1")]), seconds=0.0, latency=0.0, pages=1)
         self.asked: list[dict[str, Any]] = []
         self.head: Runs = []
         self.head_total = 0
+        self.head_error: Exception | None = None
 
     def read_head(
         self,
@@ -816,8 +817,9 @@ class HeadSource(SlowSource):
         pace: Callable[[], None] = lambda: None,
     ) -> tuple[int, int]:
         self.asked.append({"deadline": deadline, "max_pages": max_pages, "min_pages": min_pages})
-        if self.error is not None:
-            raise self.error
+        pace()  # before its page, as the client does
+        if self.head_error is not None:
+            raise self.head_error
         take(self.head)
         return 1, self.head_total
 
@@ -829,20 +831,24 @@ def test_a_failing_head_read_is_counted_each_time_and_warned_once_while_it_lasts
     on), warned at every try (a line every 10 s) or never, the warning not coming back after
     a recovery, or the failure taken for the reading's (`nsml_up` 0 from a head read)."""
     source = HeadSource()
-    collector, registry = collector_on(source, collection_mode="background")
+    collector, registry = collector_on(
+        source, collection_mode="background", reconcile_interval=3600
+    )
     reader = collector.reader
     try:
         collector.collect_once()  # starts the reader: its first full read
         wait_until(lambda: reader.state.complete)
-        source.error = HTTPStatusError("page 1: HTTP 503", status=503)
+        source.head_error = HTTPStatusError("page 1: HTTP 503", status=503)
         with caplog.at_level(logging.DEBUG, logger="exporter"):
             for _ in range(3):
                 reader.read_head()
-            source.error = None
+            source.head_error = None
             source.head, source.head_total = run_list([api_run("p1", "2")]), 7
             reader.read_head()
-            source.error = HTTPStatusError("page 1: HTTP 502", status=502)
+            source.head_error = HTTPStatusError("page 1: HTTP 502", status=502)
             reader.read_head()
+            source.head_error = RuntimeError("a bug")
+            reader.read_head()  # logged, never raised into the head thread
         heads = [
             (r.levelno, r.getMessage())
             for r in caplog.records
@@ -853,8 +859,12 @@ def test_a_failing_head_read_is_counted_each_time_and_warned_once_while_it_lasts
             logging.DEBUG,
             logging.DEBUG,
             logging.WARNING,
+            logging.ERROR,
         ]
         assert "(http): page 1: HTTP 503" in heads[0][1]
+        assert heads[-1][1] == "reading the run list's head failed (internal error)"
+        messages = [r.getMessage() for r in caplog.records]
+        assert "read the run list's head: 1 page(s), 1 new run(s)" in messages
         assert errors(registry, "http") == 4
         assert reader.state.failure is None  # nsml_up is about full reads
         assert ("p1", "2") in reader.store and reader.state.total_count == 7
@@ -871,6 +881,15 @@ def test_a_head_read_reaches_as_far_as_the_list_moved(monkeypatch: pytest.Monkey
     reader = collector.reader
     clock = [100.0]
     reader._clock = lambda: clock[0]
+    waited: list[object] = []
+
+    class Turns:
+        """The reader's pace: each head page must take its turn in READ_RATE."""
+
+        def wait(self, closed: object) -> None:
+            waited.append(closed)
+
+    reader.pace = Turns()  # type: ignore[assignment]
     try:
         reader._state = dataclasses.replace(reader._state, pages=5)
         reader._head_pages = 3  # the last full read saw the list move by two pages
@@ -881,9 +900,10 @@ def test_a_head_read_reaches_as_far_as_the_list_moved(monkeypatch: pytest.Monkey
             {"deadline": 107.0, "max_pages": 6, "min_pages": 1},
         ]
         reader._head_pages = 9
-        source.error = HTTPStatusError("page 1: HTTP 503", status=503)
+        source.head_error = HTTPStatusError("page 1: HTTP 503", status=503)
         reader.read_head()
         assert source.asked[-1] == {"deadline": 107.0, "max_pages": 10, "min_pages": 9}
         assert reader._head_pages == 9  # a failed head read leaves it for the next
+        assert waited == [reader._closed] * 3  # a turn for each head read's page
     finally:
         collector.close()
