@@ -907,3 +907,53 @@ def test_a_head_read_reaches_as_far_as_the_list_moved(monkeypatch: pytest.Monkey
         assert waited == [reader._closed] * 3  # a turn for each head read's page
     finally:
         collector.close()
+
+
+@pytest.mark.parametrize(
+    ("pages", "seconds", "left"), [(5, 10, 30), (1, 10, 190)], ids=["five-pages", "one-page"]
+)
+def test_warming_estimates_what_is_left_from_the_pace_so_far(
+    caplog: pytest.LogCaptureFixture, pages: int, seconds: int, left: int
+) -> None:
+    """Bugs caught: the time spent or the time left computed wrong (added instead of taken
+    away, multiplied instead of divided, the pages read counted from 2), so the warming line
+    promises a view far sooner or later than it comes."""
+    source = HeadSource()
+    collector, _ = collector_on(source, collection_mode="background")
+    reader = collector.reader
+    try:
+        reader._clock = lambda: 100.0 + seconds
+        reader._began = (0.0, 100.0, 0.0)
+        reader._progress = Progress(pages=pages, planned=20)
+        with caplog.at_level(logging.INFO, logger="exporter"):
+            reader._log_progress()
+        (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warm")]
+        assert line.endswith(f"in {seconds}s, about {left}s left")
+        assert line.startswith(f"warming: read {pages} of 20 pages of the run list (0 runs)")
+    finally:
+        collector.close()
+
+
+def test_the_state_file_says_when_it_was_saved_and_in_which_mode(tmp_path: Path) -> None:
+    """Bugs caught: the save's own time or the reading mode left out of the file, so a restart
+    serves the saved view with a wrong age, or reads on scrape a history it had moved to the
+    background."""
+    from exporter.collection import statefile
+
+    path = tmp_path / "state.gz"
+    source = HeadSource()
+    collector, _ = collector_on(
+        source, collection_mode="background", state_file=str(path), reconcile_interval=3600
+    )
+    reader = collector.reader
+    try:
+        reader._wall = lambda: 1_700_000_123.0
+        collector.collect_once()
+        wait_until(lambda: reader.state.complete)
+        reader._save()
+    finally:
+        collector.close()
+    saved = statefile.load(path, timezone="Asia/Seoul")
+    assert saved is not None
+    assert (saved.meta.saved, saved.meta.mode) == (1_700_000_123.0, "background")
+    assert saved.meta.last_success == 1_700_000_123.0
