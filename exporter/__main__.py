@@ -24,7 +24,7 @@ from prometheus_client import (
 from pydantic import SecretStr
 
 from . import __version__
-from .cli import parse_args, unknown_variables_warning
+from .cli import parse_args, settings_warnings
 from .collection.collector import NsmlCollector
 from .collection.details import RunDetails
 from .demo import demo_simulator
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         return _fail_config(error)
     setup_logging(settings.log_level, settings.log_format)
-    if warning := unknown_variables_warning():
+    for warning in settings_warnings(settings):
         log.warning("%s", warning)
     sim = None
     if args.demo:

@@ -22,9 +22,23 @@ from .settings import ENV_PREFIX, KEYS_REQUIRED, Settings, setting_label
 
 
 class _RootParser(argparse.ArgumentParser):
-    """Errors raise instead of printing usage: the caller prints one line and exits 2."""
+    """Errors raise instead of printing usage: the caller prints one line and exits 2. An
+    unknown flag is given the closest known one, as a misspelt environment variable is."""
 
     def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            known = [flag for action in self._actions for flag in action.option_strings]
+            hints = []
+            for word in message.removeprefix(prefix).split():
+                flag = word.split("=", 1)[0]
+                if not flag.startswith("--"):
+                    continue
+                close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+                if close:
+                    hints.append(f"{flag}: did you mean {close[0]}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
         raise ConfigError.usage(message)
 
 
@@ -129,3 +143,17 @@ def unknown_variables_warning() -> str | None:
     if not typos:
         return None
     return "ignoring environment variables that are no setting: " + ", ".join(typos)
+
+
+def settings_warnings(settings: Settings) -> list[str]:
+    """What is valid but does not do what it seems to: one line each, logged at start-up."""
+    found = []
+    if warning := unknown_variables_warning():
+        found.append(warning)
+    if settings.request_timeout > settings.collect_timeout:
+        found.append(
+            f"{setting_label('request_timeout')} ({settings.request_timeout:g}s) is longer than "
+            f"{setting_label('collect_timeout')} ({settings.collect_timeout:g}s): no request "
+            "waits past COLLECT_TIMEOUT, so it acts as COLLECT_TIMEOUT"
+        )
+    return found

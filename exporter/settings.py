@@ -7,6 +7,7 @@ Kubernetes Secret). Field descriptions are the `--help` text.
 
 from __future__ import annotations
 
+import json
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -218,6 +219,17 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().startswith("["):
+            # A JSON list, as other settings libraries take: its items, not `["a"` and `"b"]`.
+            try:
+                items = json.loads(value)
+            except ValueError:
+                items = None
+            if not isinstance(items, list) or not all(
+                isinstance(item, str | int | float) and not isinstance(item, bool) for item in items
+            ):
+                raise ValueError("a comma-separated list (a,b) or a JSON list of strings")
+            return [str(item).strip() for item in items if str(item).strip()]
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):

@@ -281,3 +281,53 @@ def test_detail_settings_at_their_bounds_are_taken() -> None:
         {"access_key": "a", "secret_key": "s", "detail_requests": "0", "nodes_refresh": "86400"}
     )
     assert (settings.detail_requests, settings.nodes_refresh) == (0, 86400)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ('["a","b"]', ["a", "b"]),
+        ('[ "RUN_STATE_FAILED" , "x y" ]', ["RUN_STATE_FAILED", "x y"]),
+        ("a, b", ["a", "b"]),
+        ("[]", []),
+    ],
+)
+def test_list_settings_take_a_json_list_or_commas(
+    monkeypatch: pytest.MonkeyPatch, given: str, expected: list[str]
+) -> None:
+    """Bug caught (issue 28): `KNOWN_STATUSES='["a","b"]'` taken literally, as the labels
+    `["a"` and `"b"]`, which no run ever has."""
+    monkeypatch.setenv("NSML_EXPORTER_PROJECTS", given)
+    _, settings = parse_args(["--demo"])
+    assert settings.projects == expected
+
+
+def test_a_json_list_of_anything_but_names_is_refused() -> None:
+    """Bug caught: a JSON list of objects kept as its Python repr, or a broken one split at
+    its commas."""
+    for given in ('[{"a": 1}]', '["a", '):
+        with pytest.raises(ConfigError, match="JSON list of strings"):
+            parse_args(["--demo", "--projects", given])
+
+
+def test_a_misspelt_flag_is_given_the_closest_one() -> None:
+    """Bug caught (issue 28): `--pagesize` got no "did you mean", though a misspelt
+    environment variable does."""
+    with pytest.raises(ConfigError) as caught:
+        parse_args(["--demo", "--pagesize", "10", "--collect-timout=5", "--zzz"])
+    message = str(caught.value)
+    assert "--pagesize: did you mean --page-size?" in message
+    assert "--collect-timout: did you mean --collect-timeout?" in message
+    assert "--zzz:" not in message  # nothing close: no guess
+
+
+def test_a_request_timeout_past_collect_timeout_is_warned() -> None:
+    """Bug caught (issue 28): a REQUEST_TIMEOUT above COLLECT_TIMEOUT accepted in silence
+    (no request ever waits that long)."""
+    from exporter.cli import settings_warnings
+
+    _, longer = parse_args(["--demo", "--request-timeout", "30", "--collect-timeout", "5"])
+    (warning,) = settings_warnings(longer)
+    assert "NSML_EXPORTER_REQUEST_TIMEOUT (--request-timeout) (30s)" in warning
+    _, equal = parse_args(["--demo", "--request-timeout", "5", "--collect-timeout", "5"])
+    assert settings_warnings(equal) == []
