@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 from collections.abc import Mapping
-from typing import NoReturn
+from functools import partial
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from pydantic_settings import CliSettingsSource, SettingsError
@@ -19,6 +21,113 @@ from pydantic_settings import CliSettingsSource, SettingsError
 from . import __version__
 from .errors import ConfigError
 from .settings import ENV_PREFIX, KEYS_REQUIRED, Settings, setting_label
+
+#: How `--help` groups the settings, in its order: every setting is in exactly one group.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "NSML API": (
+        "access_key",
+        "secret_key",
+        "api_key",
+        "secrets_dir",
+        "base_url",
+        "timezone",
+        "page_size",
+        "first_page",
+        "concurrency",
+        "request_timeout",
+        "retries",
+        "max_response_bytes",
+    ),
+    "reading the run list": (
+        "collect_timeout",
+        "collection_mode",
+        "read_rate",
+        "reconcile_interval",
+        "cache_seconds",
+        "min_interval",
+        "state_file",
+    ),
+    "details (projects, run details, nodes)": (
+        "details",
+        "detail_requests",
+        "nodes_refresh",
+        "status_refresh",
+    ),
+    "metrics": (
+        "known_statuses",
+        "run_series_statuses",
+        "active_statuses",
+        "projects",
+        "max_run_series",
+        "duration_buckets",
+        "finished_age_buckets",
+    ),
+    "serving /metrics": (
+        "listen_address",
+        "port",
+        "web_config_file",
+        "max_connections",
+        "header_timeout",
+        "shutdown_grace",
+    ),
+    "logging": ("log_level", "log_format"),
+}
+#: What a setting's value is, where its type alone would not say (`--port PORT`, not `int`).
+METAVARS = {
+    "access_key": "KEY",
+    "secret_key": "KEY",
+    "api_key": "KEY",
+    "secrets_dir": "DIR",
+    "base_url": "URL",
+    "timezone": "ZONE",
+    "listen_address": "ADDRESS",
+    "port": "PORT",
+    "read_rate": "PER_SECOND",
+    "max_response_bytes": "BYTES",
+    "state_file": "FILE",
+    "web_config_file": "FILE",
+    "duration_buckets": "SECONDS,...",
+    "finished_age_buckets": "SECONDS,...",
+}
+_BY_TYPE = {int: "N", float: "SECONDS", bool: "true|false", str: "TEXT"}
+_DEFAULT = re.compile(r" \(default: .*?\)(?= \[env:)", re.DOTALL)
+
+
+def _shown(value: object) -> str:
+    """A default as it would be typed: `true`, `60,300`, `a,b`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(_shown(item) for item in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _add_setting(
+    groups: dict[str, argparse._ArgumentGroup],
+    parser: argparse.ArgumentParser,
+    *names: str,
+    **kwargs: Any,
+) -> argparse.Action:
+    """pydantic-settings' `add_argument_method`: each setting's flag in its help group, with a
+    metavar that says what the value is and its default as it would be typed (no default for
+    a setting without one)."""
+    name = kwargs.get("dest", "")
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return parser.add_argument(*names, **kwargs)
+    metavar = str(kwargs.get("metavar", ""))
+    if not metavar.startswith("{"):  # choices stay as argparse shows them
+        annotation = field.annotation
+        by_type = _BY_TYPE.get(annotation, "VALUE") if isinstance(annotation, type) else "VALUE"
+        kwargs["metavar"] = METAVARS.get(name) or (
+            "A,B,..." if "list" in str(annotation) else by_type
+        )
+    default = field.default
+    shown = "" if default is None or default == [] else f" (default: {_shown(default)})"
+    kwargs["help"] = _DEFAULT.sub(shown, str(kwargs.get("help", "")), count=1)
+    return groups[name].add_argument(*names, **kwargs)
 
 
 class _RootParser(argparse.ArgumentParser):
@@ -59,20 +168,22 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.
         type=int,
         default=240,
         metavar="N",
-        help="with --demo: runs in the simulator's history (100000 shows background reading)",
+        help="with --demo: runs in the simulator's history (default: 240; 100000 with "
+        "--demo-latency 0.1 shows reading in the background)",
     )
     parser.add_argument(
         "--demo-latency",
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="with --demo: seconds the simulator takes to answer each request",
+        help="with --demo: seconds the simulator takes to answer each request (default: 0)",
     )
     parser.add_argument(
         "--demo-order",
         choices=("newest", "arbitrary"),
         default="newest",
-        help="with --demo: the simulator lists runs newest first, or in an arbitrary order",
+        help="with --demo: the simulator lists runs newest first, or in an arbitrary order "
+        "(default: newest)",
     )
     parser.add_argument(
         "--once",
@@ -80,9 +191,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.
         help="collect once, print the exposition, exit 0 if it succeeded and 1 if not",
     )
     parser.add_argument("--version", action="version", version=f"nsml-exporter {__version__}")
+    groups = {}
+    for title, names in GROUPS.items():
+        group = parser.add_argument_group(title)
+        groups.update(dict.fromkeys(names, group))
     cli: CliSettingsSource[argparse.Namespace] = CliSettingsSource(
         Settings,
         root_parser=parser,
+        add_argument_method=partial(_add_setting, groups),
         cli_kebab_case=True,
         cli_show_env_vars=True,
         cli_hide_none_type=True,

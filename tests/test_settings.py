@@ -173,8 +173,38 @@ def test_help_lists_every_setting_with_env_and_default() -> None:
         assert f"--{name.lower().replace('_', '-')}" in text
         assert f"[env: NSML_EXPORTER_{name}]" in text
     assert "(default: 9877)" in text
-    assert "(default: ['RUN_STATE_IN_PROGRESS', 'RUN_STATE_COMPLETED'])" in text
+    assert "(default: RUN_STATE_IN_PROGRESS,RUN_STATE_COMPLETED)" in text
     assert text.count("required") == 2  # once for each key, not twice each
+    assert "(default: None)" not in text
+
+
+def test_help_is_the_reviewed_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bugs caught (issue 28): `--help` reading like a dump of the settings model (type names
+    as metavars, `(default: None)` for a required key, list defaults as Python reprs, options
+    in one heap). The page is kept in tests/fixtures/help.txt: a change to it shows in review
+    as a diff of what users read. To accept one: `COLUMNS=100 python -c "from exporter.cli
+    import build_parser; print(build_parser()[0].format_help(), end='')" >
+    tests/fixtures/help.txt`."""
+    from exporter.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "100")
+    expected = (Path(__file__).parent / "fixtures" / "help.txt").read_text()
+    assert build_parser()[0].format_help() == expected
+
+
+def test_every_setting_is_in_one_help_group_with_a_metavar_that_says_what_it_is() -> None:
+    """Bugs caught: a setting added to the model but to no group (then shown nowhere, or in
+    the wrong place), or shown with a Python type for metavar (`SecretStr`, `list[str]`)."""
+    from exporter.cli import GROUPS, build_parser
+    from exporter.settings import Settings
+
+    grouped = [name for names in GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(Settings.model_fields)
+    parser, _ = build_parser()
+    for action in parser._actions:
+        if action.dest in Settings.model_fields:
+            assert action.metavar not in (None, "str", "int", "float", "bool", "SecretStr")
+            assert "[" not in str(action.metavar)  # no `list[str]`
 
 
 @pytest.mark.process
