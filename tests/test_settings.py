@@ -361,3 +361,28 @@ def test_a_request_timeout_past_collect_timeout_is_warned() -> None:
     assert "NSML_EXPORTER_REQUEST_TIMEOUT (--request-timeout) (30s)" in warning
     _, equal = parse_args(["--demo", "--request-timeout", "5", "--collect-timeout", "5"])
     assert settings_warnings(equal) == []
+
+
+def test_the_simulators_help_says_what_every_option_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Bug caught (issue 28): `python -m exporter.demo --help` listed options with no word
+    of what they do (`--seed SEED`, `--port PORT`)."""
+    from exporter.demo.__main__ import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    flags = [word for word in text.split() if word.startswith("--") and word[2:3].isalpha()]
+    assert "--churn-every" in flags and "--max-page-size" in flags
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("--") and not stripped.startswith("--help"):
+            # An option line with its help beside it, or on the next line.
+            words = stripped.split()
+            beside = len(words) > 2 or (len(words) == 2 and words[1][0].islower())
+            below = index + 1 < len(lines) and lines[index + 1].startswith(" " * 20)
+            assert beside or below, line
+    assert "(default: 240)" in text and "(default: None)" not in text

@@ -15,57 +15,141 @@ from .simulator import Simulator, SimulatorServer
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m exporter.demo", description="Serve a simulated NSML run list."
+        prog="python -m exporter.demo",
+        description="Serve a simulated NSML API (the run list, projects, run details and "
+        "nodes), signed and paged like the real gateway, for trying the exporter and for "
+        "its tests and benchmarks. It prints its base URL on the first line.",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--runs", type=int, default=240, help="runs created before now")
-    parser.add_argument(
-        "--span-hours", type=float, default=72.0, help="over how many hours before now"
+    serve = parser.add_argument_group("serving")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to serve on (default: %(default)s)",
     )
-    parser.add_argument("--new-runs-per-minute", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every page")
-    parser.add_argument("--first-page", type=int, default=1, choices=(0, 1))
-    parser.add_argument("--order", choices=("newest", "arbitrary"), default="newest")
-    parser.add_argument(
-        "--max-page-size", type=int, help="serve at most this many items a page, as a gateway may"
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="0: any free port (default: %(default)s)",
     )
-    parser.add_argument(
-        "--refuse-large-pages",
-        action="store_true",
-        help="answer 400 to a larger pageSize instead of capping it silently",
+    serve.add_argument(
+        "--access-key", required=True, metavar="KEY", help="the access key clients sign with"
     )
-    parser.add_argument(
-        "--churn-every",
+    serve.add_argument("--secret-key", required=True, metavar="KEY", help="its secret")
+    serve.add_argument("--api-key", metavar="KEY", help="API Gateway key clients must send, if any")
+    serve.add_argument("--gzip", action="store_true", help="gzip bodies when the client accepts")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="and this private key (PEM)")
+    history = parser.add_argument_group("the run history")
+    history.add_argument(
+        "--runs",
+        type=int,
+        default=240,
+        metavar="N",
+        help="runs created before now (default: %(default)s)",
+    )
+    history.add_argument(
+        "--span-hours",
         type=float,
-        default=0.0,
-        help="every this many seconds create a run, finish one and delete one (0: off)",
+        default=72.0,
+        metavar="HOURS",
+        help="over how many hours before now (default: %(default)s)",
     )
-    parser.add_argument(
-        "--churn-for", type=float, default=0.0, help="stop the churn after this many seconds"
+    history.add_argument(
+        "--new-runs-per-minute",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="runs started as time passes (default: %(default)s)",
     )
-    parser.add_argument(
-        "--burst", type=int, default=0, help="this many runs created close together, later"
+    history.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        metavar="N",
+        help="the same seed, the same history (default: %(default)s)",
     )
-    parser.add_argument(
-        "--burst-in", type=float, default=60.0, help="seconds from now until the burst"
+    history.add_argument(
+        "--timezone",
+        default="Asia/Seoul",
+        metavar="ZONE",
+        help="IANA zone of the times served (default: %(default)s)",
     )
-    parser.add_argument(
-        "--burst-over", type=float, default=30.0, help="seconds the burst is spread over"
-    )
-    parser.add_argument(
+    history.add_argument(
         "--no-forgotten",
         action="store_true",
         help="no notebook runs for ever: only runs created recently are in progress",
     )
-    parser.add_argument("--timezone", default="Asia/Seoul")
-    parser.add_argument("--access-key", required=True)
-    parser.add_argument("--secret-key", required=True)
-    parser.add_argument("--api-key")
-    parser.add_argument("--gzip", action="store_true", help="gzip bodies when the client accepts")
-    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
-    parser.add_argument("--tls-key", help="and this private key (PEM)")
+    gateway = parser.add_argument_group("the gateway's behaviour")
+    gateway.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="seconds added to every request (default: %(default)s)",
+    )
+    gateway.add_argument(
+        "--first-page",
+        type=int,
+        default=1,
+        choices=(0, 1),
+        help="the number of the first page (default: %(default)s)",
+    )
+    gateway.add_argument(
+        "--order",
+        choices=("newest", "arbitrary"),
+        default="newest",
+        help="the list's order (default: %(default)s)",
+    )
+    gateway.add_argument(
+        "--max-page-size",
+        type=int,
+        metavar="N",
+        help="serve at most this many items a page, as a gateway may (default: no cap)",
+    )
+    gateway.add_argument(
+        "--refuse-large-pages",
+        action="store_true",
+        help="answer 400 to a larger pageSize instead of capping it silently",
+    )
+    activity = parser.add_argument_group("activity while it serves")
+    activity.add_argument(
+        "--churn-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="every this many seconds create a run, finish one and delete one (0: off)",
+    )
+    activity.add_argument(
+        "--churn-for",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="stop the churn after this many seconds (0: never)",
+    )
+    activity.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="this many runs created close together, later (default: %(default)s)",
+    )
+    activity.add_argument(
+        "--burst-in",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds from now until the burst (default: %(default)s)",
+    )
+    activity.add_argument(
+        "--burst-over",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds the burst is spread over (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     now = time.time()
     population = generate_population(
