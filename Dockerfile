@@ -1,5 +1,5 @@
 # nsml-exporter image: the package built from this repo, its dependencies installed from
-# requirements.lock with their hashes, in a venv copied into a clean slim base.
+# requirements.txt with their hashes, in a venv copied into a clean slim base.
 # Build: docker build --build-arg VERSION=0.2.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 # Run:   docker run -p 9877:9877 IMAGE --demo
 
@@ -9,13 +9,13 @@ ARG VERSION=0.0.0
 ARG REVISION=unknown
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY requirements.lock requirements-build.lock ./
+COPY requirements.txt requirements-build.txt ./
 RUN python -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir --require-hashes --no-deps \
-        -r requirements-build.lock \
+        -r requirements-build.txt \
     && python -m venv /opt/nsml-exporter \
     && /opt/nsml-exporter/bin/pip install --no-cache-dir --require-hashes --no-deps \
-        -r requirements.lock
+        -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 RUN SETUPTOOLS_SCM_PRETEND_VERSION_FOR_NSML_EXPORTER="$VERSION" \

@@ -70,7 +70,7 @@ def test_image_shape() -> None:
     # Each lock installed with its hashes checked, and nothing but what it pins.
     commands = DOCKERFILE.replace("\\\n", " ").replace("&&", "\n").splitlines()
     locks = {c.split("-r ")[1].split()[0]: c for c in commands if "pip install" in c and "-r " in c}
-    assert set(locks) == {"requirements.lock", "requirements-build.lock"}
+    assert set(locks) == {"requirements.txt", "requirements-build.txt"}
     assert all("--require-hashes" in c and "--no-deps" in c for c in locks.values()), locks
     final = DOCKERFILE.split("\nFROM ")[-1]
     assert "pip install" not in final and "apt-get" not in final, "no build steps in the final"
@@ -120,7 +120,7 @@ def host_ca_bundle() -> str:
 
 LOCKED = {
     name: version
-    for line in (ROOT / "requirements.lock").read_text().splitlines()
+    for line in (ROOT / "requirements.txt").read_text().splitlines()
     if "==" in line and not line.startswith(("#", " "))
     for name, version in [line.split(" ", 1)[0].split("==")]
 }

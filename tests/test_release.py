@@ -253,6 +253,13 @@ def test_release_notes_are_the_tags_changelog_section() -> None:
 
 
 def test_dependency_updates_cover_pip_the_dockerfile_and_the_actions() -> None:
+    """Bug caught (issue 28): locks named `*.lock`, which Dependabot's pip ecosystem never
+    reads (it reads `requirements*.txt` and `.in` files), so the image's pins never moved."""
+    assert sorted(path.name for path in ROOT.glob("requirements*.txt")) == [
+        "requirements-build.txt",
+        "requirements.txt",
+    ]
+    assert not list(ROOT.glob("*.lock"))
     config = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
     assert {u["package-ecosystem"] for u in config["updates"]} == {
         "pip",
@@ -263,7 +270,7 @@ def test_dependency_updates_cover_pip_the_dockerfile_and_the_actions() -> None:
 
 @pytest.mark.parametrize(
     ("lock", "source"),
-    [("requirements.lock", "pyproject.toml"), ("requirements-build.lock", "requirements-build.in")],
+    [("requirements.txt", "pyproject.toml"), ("requirements-build.txt", "requirements-build.in")],
 )
 def test_the_locks_are_what_pip_compile_makes_of_their_sources(lock: str, source: str) -> None:
     """Every requirement of the source is pinned, with hashes, and nothing else is asked of an
