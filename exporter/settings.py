@@ -8,6 +8,7 @@ Kubernetes Secret). Field descriptions are the `--help` text.
 from __future__ import annotations
 
 import json
+import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -293,15 +294,27 @@ class Settings(BaseSettings):
     @field_validator("secrets_dir")
     @classmethod
     def _check_dir(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
-            raise ValueError("not a directory")
+        if value is None:
+            return value
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        for filename in KEY_FILES.values():
+            path = value / filename
+            if path.exists() and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+            if path.is_file() and not os.access(path, os.R_OK):
+                raise ValueError(f"{path} cannot be read (permission denied)")
         return value
 
     @field_validator("web_config_file")
     @classmethod
     def _check_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError("no such file")
+        if value is None:
+            return value
+        if value.is_dir():
+            raise ValueError(f"{value} is a directory, not a file")
+        if not value.is_file():
+            raise ValueError(f"{value}: no such file")
         return value
 
     @field_validator("state_file")

@@ -356,3 +356,41 @@ def test_which_statuses_are_asked_again(status: int, retried: bool) -> None:
     finally:
         client.close()
     assert len(adapter.calls) == (2 if retried else 1)
+
+
+def test_an_unknown_host_is_named() -> None:
+    """Bug caught (issue 28): a misspelt `--base-url` host failed as `[Errno -2] Name or
+    service not known`, naming no host."""
+    client = NsmlClient(
+        make_settings(base_url="https://no-such-host.invalid/nsml/v1", retries=0)
+    )
+    try:
+        with pytest.raises(ConnectionFailedError) as caught:
+            client.get_page(1)
+    finally:
+        client.close()
+    assert "cannot resolve no-such-host.invalid (" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "HTTPSConnectionPool(host='x', port=443): Max retries exceeded (Caused by "
+            "SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMBER] wrong version number "
+            "(_ssl.c:1006)')))",
+            "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006",
+        ),
+        ("word " * 60, "ConnectionError: " + ("word " * 36).strip() + " ..."),
+        ("[Errno 111] Connection refused", "[Errno 111] Connection refused"),
+    ],
+    ids=["ssl", "long", "refused"],
+)
+def test_a_connection_failure_is_named_by_its_cause_cut_at_a_word(text: str, reason: str) -> None:
+    """Bug caught (issue 28): an SSL error cut off mid-word (the first 200 characters of
+    requests' message, the pool's repr first), so the log line ended `...(Caused by SSLEr`."""
+    from requests import ConnectionError as RequestsConnectionError
+
+    from exporter.nsml.api import short_reason
+
+    assert short_reason(RequestsConnectionError(text), "x") == reason

@@ -386,3 +386,24 @@ def test_the_simulators_help_says_what_every_option_does(
             below = index + 1 < len(lines) and lines[index + 1].startswith(" " * 20)
             assert beside or below, line
     assert "(default: 240)" in text and "(default: None)" not in text
+
+
+def test_a_key_file_that_is_no_file_is_named(tmp_path: Path) -> None:
+    """Bug caught (issue 28): a mounted Secret whose `access-key` is a directory passed over
+    in silence, so the only word was "access key required"."""
+    (tmp_path / "access-key").mkdir()
+    (tmp_path / "secret-key").write_text("s")
+    with pytest.raises(ConfigError) as caught:
+        parse_args(["--secrets-dir", str(tmp_path)])
+    assert f"{tmp_path / 'access-key'} is not a file" in str(caught.value)
+
+
+def test_a_directory_as_web_config_file_is_named_as_one(tmp_path: Path) -> None:
+    """Bug caught (issue 28): a directory given as `--web-config-file` got "no such file",
+    without the path."""
+    with pytest.raises(ConfigError) as caught:
+        parse_args(["--demo", "--web-config-file", str(tmp_path)])
+    assert f"{tmp_path} is a directory, not a file" in str(caught.value)
+    with pytest.raises(ConfigError) as missing:
+        parse_args(["--demo", "--web-config-file", str(tmp_path / "web.yml")])
+    assert f"{tmp_path / 'web.yml'}: no such file" in str(missing.value)

@@ -74,17 +74,29 @@ DETAIL_MAX_BYTES = 1024 * 1024
 CHUNK = 256 * 1024
 
 
-def short_reason(error: BaseException) -> str:
-    """`[Errno 111] Connection refused`, `CERTIFICATE_VERIFY_FAILED ...`, or the error's type.
+def short_reason(error: BaseException, host: str = "") -> str:
+    """`[Errno 111] Connection refused`, `cannot resolve HOST ([Errno -2] ...)`, `[SSL:
+    WRONG_VERSION_NUMBER] ...`, `CERTIFICATE_VERIFY_FAILED ...`, or the error's type and text,
+    cut at a word.
 
     requests' messages carry the pool's repr and the URL: the cause is what a reader needs.
     """
     text = str(error)
-    for pattern in (r"\[Errno -?\d+\] [^'\")]+", r"CERTIFICATE_VERIFY_FAILED[^'\")]*"):
+    resolving = re.search(r"\[Errno -\d+\] [^'\")]+", text)  # getaddrinfo's codes are negative
+    if resolving:
+        return f"cannot resolve {host or 'the host'} ({resolving.group(0).strip()})"
+    for pattern in (
+        r"\[Errno \d+\] [^'\")]+",
+        r"CERTIFICATE_VERIFY_FAILED[^'\")]*",
+        r"\[SSL: [A-Z0-9_]+\][^'\")]*",
+    ):
         match = re.search(pattern, text)
         if match:
             return match.group(0).strip()
-    return f"{type(error).__name__}: {text}"[:200] if text else type(error).__name__
+    if not text:
+        return type(error).__name__
+    whole = f"{type(error).__name__}: {text}"
+    return whole if len(whole) <= 200 else whole[:200].rsplit(" ", 1)[0] + " ..."
 
 
 def retry_after(value: str | None) -> float | None:
@@ -132,6 +144,7 @@ class NsmlApi:
         parts = urlsplit(settings.base_url)
         self._origin = f"{parts.scheme}://{parts.netloc}"
         self._base_path = parts.path.rstrip("/")
+        self._host = parts.hostname or ""
         # Both the scrape's page fetches and the details' requests after it may be in flight.
         self._session = api_session(
             settings.base_url, adapter, pool=2 * settings.concurrency + 1, user_agent=USER_AGENT
@@ -215,7 +228,8 @@ class NsmlApi:
             ) from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
             # Refused, reset, DNS, TLS, a proxy that failed, a body cut short or undecodable.
-            raise ConnectionFailedError(f"{what}: {short_reason(error)}", retryable=True) from None
+            reason = short_reason(error, self._host)
+            raise ConnectionFailedError(f"{what}: {reason}", retryable=True) from None
         finally:
             self._observe(endpoint.name, code, time.monotonic() - started)
 
