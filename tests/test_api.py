@@ -361,9 +361,7 @@ def test_which_statuses_are_asked_again(status: int, retried: bool) -> None:
 def test_an_unknown_host_is_named() -> None:
     """Bug caught (issue 28): a misspelt `--base-url` host failed as `[Errno -2] Name or
     service not known`, naming no host."""
-    client = NsmlClient(
-        make_settings(base_url="https://no-such-host.invalid/nsml/v1", retries=0)
-    )
+    client = NsmlClient(make_settings(base_url="https://no-such-host.invalid/nsml/v1", retries=0))
     try:
         with pytest.raises(ConnectionFailedError) as caught:
             client.get_page(1)
