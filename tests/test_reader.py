@@ -820,8 +820,10 @@ class HeadSource(SlowSource):
         pace()  # before its page, as the client does
         if self.head_error is not None:
             raise self.head_error
-        take(self.head)
-        return 1, self.head_total
+        half = len(self.head) // 2  # two pages, as the client hands them over
+        take(self.head[:half])
+        take(self.head[half:])
+        return 2, self.head_total
 
 
 def test_a_failing_head_read_is_counted_each_time_and_warned_once_while_it_lasts(
@@ -843,7 +845,8 @@ def test_a_failing_head_read_is_counted_each_time_and_warned_once_while_it_lasts
             for _ in range(3):
                 reader.read_head()
             source.head_error = None
-            source.head, source.head_total = run_list([api_run("p1", "2")]), 7
+            source.head = run_list([api_run("p1", "2"), api_run("p1", "3")])
+            source.head_total = 7
             reader.read_head()
             source.head_error = HTTPStatusError("page 1: HTTP 502", status=502)
             reader.read_head()
@@ -864,7 +867,7 @@ def test_a_failing_head_read_is_counted_each_time_and_warned_once_while_it_lasts
         assert "(http): page 1: HTTP 503" in heads[0][1]
         assert heads[-1][1] == "reading the run list's head failed (internal error)"
         messages = [r.getMessage() for r in caplog.records]
-        assert "read the run list's head: 1 page(s), 1 new run(s)" in messages
+        assert "read the run list's head: 2 page(s), 2 new run(s)" in messages
         assert errors(registry, "http") == 4
         assert reader.state.failure is None  # nsml_up is about full reads
         assert ("p1", "2") in reader.store and reader.state.total_count == 7
@@ -957,3 +960,47 @@ def test_the_state_file_says_when_it_was_saved_and_in_which_mode(tmp_path: Path)
     assert saved is not None
     assert (saved.meta.saved, saved.meta.mode) == (1_700_000_123.0, "background")
     assert saved.meta.last_success == 1_700_000_123.0
+
+
+@pytest.mark.parametrize(
+    ("pages", "seconds"), [(1, 0.11), (5, 0.25), (6, 0.36), (9, 0.39)], ids=str
+)
+def test_a_full_read_is_estimated_in_rounds_of_concurrent_pages(pages: int, seconds: float) -> None:
+    """Bugs caught: the estimate that decides the mode counting one round too many or too few
+    (the first page is read alone, then `CONCURRENCY` at a time), or the pages' CPU taken as
+    overlapping like their latency; a wrong estimate moves a history that fits a scrape to
+    the background, or keeps one that does not."""
+    source = HeadSource()
+    collector, _ = collector_on(source, concurrency=4)
+    try:
+        # 0.1 s of latency a request, 0.01 s of CPU a page.
+        assert collector.reader._cost(0.1, 0.01, pages) == pytest.approx(seconds)
+    finally:
+        collector.close()
+
+
+def test_each_mode_switch_is_logged_with_what_it_means(caplog: pytest.LogCaptureFixture) -> None:
+    """Bugs caught: a switch logged without saying where scrapes are now answered from (or
+    with a mangled text), or a switch to the mode already in force logged again."""
+    source = HeadSource()
+    collector, _ = collector_on(source, collection_mode="auto")
+    reader = collector.reader
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter"):
+            reader._switch(reader_module.BACKGROUND, "a full read of 9 pages would take 20s")
+            reader._switch(reader_module.BACKGROUND, "again")
+            reader._switch(reader_module.SCRAPE, "a full read takes 1s")
+    finally:
+        collector.close()
+    lines = [
+        (r.levelno, r.getMessage()) for r in caplog.records if "reading the run" in r.getMessage()
+    ]
+    assert lines == [
+        (
+            logging.WARNING,
+            "reading the run list in the background: a full read of 9 pages would take 20s; "
+            "scrapes are answered from the store of runs (nsml_view_age_seconds says how old "
+            "its last full read is)",
+        ),
+        (logging.INFO, "reading the run list on scrape again: a full read takes 1s"),
+    ]
