@@ -12,7 +12,8 @@ from typing import Any
 import requests
 import yaml
 
-from tests.conftest import PrometheusRelease, free_port
+from tests.helpers.binaries import PrometheusRelease
+from tests.helpers.process import free_port
 
 
 class Prometheus:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import PrometheusRelease
+from tests.helpers.binaries import PrometheusRelease
 
 RULES = Path(__file__).resolve().parent.parent / "prometheus"
 

@@ -19,20 +19,11 @@ import pytest
 
 from exporter.errors import CollectionError, ConnectionFailedError, InvalidResponseError
 from exporter.nsml.client import NsmlClient
-from tests.conftest import (
-    ACCESS,
-    SECRET,
-    ExporterProcess,
-    FakeAdapter,
-    ReadRuns,
-    api_run,
-    exporter_args_for,
-    exporter_env,
-    fetch_runs,
-    make_settings,
-    static_runs,
-)
 from tests.fake_api import FaultyServer, FaultySimulator
+from tests.helpers.http import FakeAdapter
+from tests.helpers.process import ExporterProcess, exporter_args_for, exporter_env
+from tests.helpers.runs import ReadRuns, api_run, fetch_runs, static_runs
+from tests.helpers.settings import ACCESS, SECRET, make_settings
 
 RUNS = 700
 PAGE = 40  # 18 pages

@@ -9,7 +9,8 @@ from exporter.demo.churn import Churn, burst, truth
 from exporter.demo.listing import Listing
 from exporter.demo.population import COMPLETED, IN_PROGRESS
 from exporter.demo.simulator import Simulator
-from tests.conftest import ACCESS, SECRET, sim_run
+from tests.helpers.runs import sim_run
+from tests.helpers.settings import ACCESS, SECRET
 
 
 def names(sim: Simulator, page: int = 1, size: int = 100) -> list[str]:

@@ -10,7 +10,9 @@ import pytest
 
 from exporter.errors import HTTPStatusError, RequestTimeoutError, ThrottledError
 from exporter.nsml.client import NsmlClient
-from tests.conftest import FakeAdapter, api_run, fetch_runs, make_settings
+from tests.helpers.http import FakeAdapter
+from tests.helpers.runs import api_run, fetch_runs
+from tests.helpers.settings import make_settings
 
 
 def pages_of(count: int) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -16,10 +15,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.collection.collector import NsmlCollector
 from exporter.errors import HTTPStatusError
 from exporter.nsml.client import NsmlClient
-from exporter.nsml.models import decode_page
 from exporter.selfmetrics import ExporterMetrics
-from tests.conftest import FakeAdapter, api_run, load_fixture, make_settings
 from tests.fake_source import FakeSource, Runs
+from tests.helpers.http import FakeAdapter
+from tests.helpers.runs import api_run, run_list
+from tests.helpers.settings import load_fixture, make_settings
 
 KST = ZoneInfo("Asia/Seoul")
 FINISHED_FAMILIES = (
@@ -28,11 +28,6 @@ FINISHED_FAMILIES = (
     "nsml_project_last_created_timestamp_seconds",
 )
 NOW = datetime(2024, 9, 3, 12, 0, 0, tzinfo=KST).timestamp()
-
-
-def run_list(runs: list[dict[str, Any]]) -> Runs:
-    page = decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())
-    return page["runList"]
 
 
 def registry_for(

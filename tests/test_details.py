@@ -19,16 +19,10 @@ from exporter.collection.details import RETRY_BASE, RunDetails
 from exporter.demo.population import PROJECTS
 from exporter.demo.resources import EMPTY_PROJECT, GPU_SERVERS, SECRET_MARKER
 from exporter.errors import ConnectionFailedError, HTTPStatusError, RequestTimeoutError
-from tests.conftest import (
-    ExporterProcess,
-    api_run,
-    exporter_args_for,
-    exporter_env,
-    make_settings,
-    run_cli,
-    sim_run,
-)
 from tests.fake_api import FaultyServer
+from tests.helpers.process import ExporterProcess, exporter_args_for, exporter_env, run_cli
+from tests.helpers.runs import api_run, sim_run
+from tests.helpers.settings import make_settings
 
 Key = tuple[str, str]
 
@@ -616,9 +610,9 @@ def test_projects_and_node_lists_follow_a_gateway_that_caps_pages() -> None:
     of 5 projects were served, and 2 of a run's 4 nodes, with nsml_up 1."""
     from exporter.demo.resources import EMPTY_PROJECT, hardware
     from exporter.nsml.api import NsmlApi
-    from tests.conftest import ACCESS, SECRET
     from tests.fake_api import FaultyServer, FaultySimulator
-    from tests.test_reader import frozen_runs
+    from tests.helpers.runs import frozen_runs
+    from tests.helpers.settings import ACCESS, SECRET
 
     sim = FaultySimulator(ACCESS, SECRET, max_page_size=2)
     sim.set_runs(frozen_runs(40, time.time() - 1000))
@@ -645,7 +639,7 @@ def test_a_node_list_that_ignores_page_size_is_refused_not_held() -> None:
     MAX_RESPONSE_BYTES) decoded whole; the details' endpoints now stop at 1 MiB."""
     from exporter.errors import InvalidResponseError
     from exporter.nsml.api import DETAIL_MAX_BYTES, NsmlApi
-    from tests.conftest import FakeAdapter
+    from tests.helpers.http import FakeAdapter
 
     node = {"nodeId": "n" * 40, "state": "RUNNING", "resourceType": "NVIDIA A100 80GB x8"}
     body = json.dumps({"nodes": [node] * 100_000, "totalCount": 100_000}).encode()
@@ -679,7 +673,7 @@ def test_every_collection_starts_a_details_refresh_not_only_the_first() -> None:
     from exporter.collection.collector import NsmlCollector
     from exporter.selfmetrics import ExporterMetrics
     from tests.fake_source import FakeSource
-    from tests.test_collector import run_list
+    from tests.helpers.runs import run_list
 
     api = FakeApi()
     settings = make_settings(nodes_refresh=0.01, concurrency=1)

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port, require_binary
+from tests.helpers.binaries import require_binary
+from tests.helpers.process import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -19,7 +19,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ExporterProcess, PrometheusRelease, start_exporter
+from tests.helpers.binaries import PrometheusRelease
+from tests.helpers.process import ExporterProcess, start_exporter
 from tests.prometheus_server import Prometheus, running_prometheus
 
 PASSWORD = "scrape-password-0123"

@@ -17,16 +17,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import (
-    ACCESS,
-    SECRET,
-    ExporterProcess,
-    exporter_env,
-    sim_run,
-    start_exporter,
-    static_runs,
-)
 from tests.fake_api import Fault, FaultyServer, FaultySimulator
+from tests.helpers.process import ExporterProcess, exporter_env, start_exporter
+from tests.helpers.runs import sim_run, static_runs
+from tests.helpers.settings import ACCESS, SECRET
 
 COLLECT_TIMEOUT = 4.0
 RUNS = 230  # five pages of 50
@@ -386,7 +380,7 @@ def test_a_transient_5xx_is_retried_within_the_scrape(stack: Stack) -> None:
 def test_connection_refused(
     tmp_path: Path, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
-    from tests.conftest import free_port
+    from tests.helpers.process import free_port
 
     port = free_port()
     exporter = exporter_factory(

@@ -16,7 +16,8 @@ helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the [tes
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 from exporter.settings import Settings  # noqa: E402
-from tests.conftest import PrometheusRelease, settings_from  # noqa: E402
+from tests.helpers.binaries import PrometheusRelease  # noqa: E402
+from tests.helpers.settings import settings_from  # noqa: E402
 from tests.test_alerts import unit_tests_for_job  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,13 +18,8 @@ from prometheus_client.utils import floatToGoString
 from exporter import __version__
 from exporter.demo.population import SimRun
 from exporter.demo.simulator import SimulatorServer
-from tests.conftest import (
-    ExporterProcess,
-    exporter_args_for,
-    exporter_env,
-    run_cli,
-    sim_run,
-)
+from tests.helpers.process import ExporterProcess, exporter_args_for, exporter_env, run_cli
+from tests.helpers.runs import sim_run
 
 STATUSES = [
     "RUN_STATE_IN_PROGRESS",
@@ -458,7 +453,7 @@ def test_ctrl_c_during_once_is_one_line_and_exit_130(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import process_env
+    from tests.helpers.process import process_env
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "--demo", "--once", "--demo-latency", "5"],

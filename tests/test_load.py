@@ -6,22 +6,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import requests
 
 from exporter.demo.simulator import SimulatorServer
-from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, static_runs
+from tests.helpers.process import ExporterProcess, exporter_args_for, exporter_env, rss_kib
+from tests.helpers.runs import static_runs
 
 pytestmark = pytest.mark.process  # every test here starts the exporter or its CLI
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_fifty_concurrent_scrapes_cost_one_upstream_collection(

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from exporter.logs import setup_logging
-from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, static_runs
 from tests.fake_api import Fault, FaultyServer
-from tests.test_server import raw
+from tests.helpers.process import ExporterProcess, exporter_args_for, exporter_env, raw
+from tests.helpers.runs import static_runs
 
 HOSTILE = "ok\nFORGED-LINE ERROR exporter: all good\r\x1b[2J\x85\x00end"
 

@@ -9,8 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from exporter.web.negotiation import gzip_accepted, negotiate, parse_elements
-from tests.conftest import ExporterProcess
-from tests.test_server import raw
+from tests.helpers.process import ExporterProcess, raw
 
 OM1 = "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping="
 OM001 = "application/openmetrics-text; version=0.0.1; charset=utf-8"
@@ -260,7 +259,7 @@ def test_gzip_only_when_its_weight_is_above_zero(accept_encoding: str | None, gz
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterProcess]:
-    from tests.conftest import start_exporter
+    from tests.helpers.process import start_exporter
 
     exporter = start_exporter(tmp_path_factory.mktemp("negotiation"), ["--demo"])
     yield exporter

@@ -28,7 +28,7 @@ from exporter.nsml.paging import (
     read_run_list,
     run_key,
 )
-from tests.conftest import api_run
+from tests.helpers.runs import api_run
 
 Handler = Callable[[int, int], tuple[int, Any]]
 UTC = ZoneInfo("UTC")

@@ -28,27 +28,13 @@ from exporter.nsml.client import NsmlClient, Pace
 from exporter.nsml.models import Run
 from exporter.nsml.paging import Progress, RunList, Take
 from exporter.selfmetrics import ExporterMetrics
-from tests.conftest import ACCESS, SECRET, api_run, make_settings, sim_run
 from tests.fake_api import Fault, FaultyServer, FaultySimulator
 from tests.fake_source import FakeSource, Runs
-from tests.test_collector import run_list
+from tests.helpers.runs import api_run, frozen_runs, run_list, sim_run
+from tests.helpers.settings import ACCESS, SECRET, make_settings
 
 IN_PROGRESS, COMPLETED = "RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED"
 Key = tuple[str, str, str]  # project_id, run_type, status
-
-
-def frozen_runs(count: int, start: float) -> list[Any]:
-    """`count` runs one second apart from `start`, over three projects, frozen in their state."""
-    return [
-        sim_run(
-            f"p{n % 3}",
-            str(n),
-            IN_PROGRESS if n % 4 == 0 else COMPLETED,
-            created=start + n,
-            run_type="TRAIN" if n % 2 else "NOTEBOOK",
-        )
-        for n in range(count)
-    ]
 
 
 def truth(sim: FaultySimulator) -> Counter[Key]:

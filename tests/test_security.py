@@ -16,16 +16,10 @@ import requests
 import yaml
 
 from exporter.demo.simulator import SimulatorServer
-from tests.conftest import (
-    ACCESS,
-    SECRET,
-    ExporterProcess,
-    exporter_args_for,
-    exporter_env,
-    run_cli,
-    sim_run,
-)
 from tests.fake_api import Fault
+from tests.helpers.process import ExporterProcess, exporter_args_for, exporter_env, run_cli
+from tests.helpers.runs import sim_run
+from tests.helpers.settings import ACCESS, SECRET
 
 pytestmark = pytest.mark.process  # every test here starts the exporter or its CLI
 
@@ -126,7 +120,7 @@ def test_client_certificates_are_required_and_verified(
         ),
     )
     # Even /healthz needs a client certificate here: the TLS handshake comes first.
-    from tests.conftest import start_exporter
+    from tests.helpers.process import start_exporter
 
     exporter = start_exporter(
         tmp_path,

@@ -25,36 +25,22 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ExporterProcess, exporter_args_for, exporter_env, static_runs
 from tests.fake_api import FaultyServer
-from tests.test_load import rss_kib
+from tests.helpers.process import (
+    ExporterProcess,
+    closed_by_server,
+    exporter_args_for,
+    exporter_env,
+    raw,
+    rss_kib,
+    status_lines,
+)
+from tests.helpers.runs import static_runs
 
 pytestmark = pytest.mark.process  # every test here starts the exporter or its CLI
 
 PASSWORD = "s3cret pass"
 OPENMETRICS = b"application/openmetrics-text"
-
-
-def raw(exporter: ExporterProcess, data: bytes, wait: float = 5.0) -> bytes:
-    """Send `data` on a new connection and read until the server closes it (or `wait`)."""
-    host, port = exporter.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=wait) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except TimeoutError:
-            pass
-        return b"".join(chunks)
-
-
-def status_lines(answer: bytes) -> list[str]:
-    return [
-        line.decode("latin-1")
-        for line in answer.split(b"\r\n")
-        if line.startswith((b"HTTP/1.1 ", b"HTTP/1.0 "))
-    ]
 
 
 @pytest.fixture
@@ -276,22 +262,6 @@ def test_a_request_trickling_in_is_cut_at_the_header_deadline(
             pass
         cut = time.monotonic() - started
     assert cut < 4, cut
-
-
-def closed_by_server(sock: socket.socket, within: float) -> bool:
-    """True when the server closes `sock` (EOF or reset) within `within` seconds, whatever it
-    sent before (a ServerHello, a TLS alert)."""
-    deadline = time.monotonic() + within
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            if sock.recv(65536) == b"":
-                return True
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        pass
-    return False
 
 
 def threads(pid: int) -> int:

@@ -22,16 +22,17 @@ import yaml
 from exporter.web.negotiation import Choice
 from exporter.web.server import ExporterServer
 from exporter.web.webconfig import WebConfig
-from tests.conftest import (
+from tests.fake_api import Fault, FaultyServer
+from tests.helpers.process import (
     ExporterProcess,
+    closed_by_server,
     exporter_args_for,
     exporter_env,
+    rss_kib,
     start_exporter,
-    static_runs,
+    status_lines,
 )
-from tests.fake_api import Fault, FaultyServer
-from tests.test_load import rss_kib
-from tests.test_server import closed_by_server, status_lines
+from tests.helpers.runs import static_runs
 
 
 def host_port(exporter: ExporterProcess) -> tuple[str, int]:

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ExporterProcess, start_exporter
-from tests.test_server import raw, status_lines
+from tests.helpers.process import ExporterProcess, raw, start_exporter, status_lines
 
 SMUGGLED = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 

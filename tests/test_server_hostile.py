@@ -16,15 +16,16 @@ import pytest
 import requests
 
 from exporter.web.handler import MAX_HEADER_BYTES
-from tests.conftest import (
+from tests.fake_api import FaultyServer
+from tests.helpers.process import (
     ExporterProcess,
     exporter_args_for,
     exporter_env,
+    raw,
     start_exporter,
-    static_runs,
+    status_lines,
 )
-from tests.fake_api import FaultyServer
-from tests.test_server import raw, status_lines
+from tests.helpers.runs import static_runs
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import pytest
 
 from exporter.cli import parse_args
 from exporter.errors import ConfigError
-from tests.conftest import SECRET, run_cli, settings_from
+from tests.helpers.process import run_cli
+from tests.helpers.settings import SECRET, settings_from
 
 
 def test_defaults_match_the_contract() -> None:

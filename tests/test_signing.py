@@ -6,7 +6,9 @@ import base64
 
 from exporter.nsml.client import NsmlClient
 from exporter.nsml.signing import signature, signed_headers
-from tests.conftest import ACCESS, SECRET, FakeAdapter, fetch_runs, load_fixture, make_settings
+from tests.helpers.http import FakeAdapter
+from tests.helpers.runs import fetch_runs
+from tests.helpers.settings import ACCESS, SECRET, load_fixture, make_settings
 
 
 def test_signature_matches_the_reference_worked_example() -> None:

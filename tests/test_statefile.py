@@ -16,7 +16,7 @@ from exporter.collection import statefile
 from exporter.collection.snapshot import Rules
 from exporter.collection.store import RunStore
 from exporter.nsml.models import decode_page
-from tests.conftest import api_run
+from tests.helpers.runs import api_run
 
 META = statefile.Meta(
     saved=1.7e9,

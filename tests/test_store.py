@@ -23,7 +23,7 @@ from exporter.collection.snapshot import Histogram, Record, Rules, Snapshot
 from exporter.collection.store import RunStore, unpack
 from exporter.errors import InvalidResponseError
 from exporter.nsml.models import decode_page
-from tests.conftest import api_run
+from tests.helpers.runs import api_run
 
 UTC = ZoneInfo("UTC")
 IN_PROGRESS, COMPLETED, FAILED = "RUN_STATE_IN_PROGRESS", "RUN_STATE_COMPLETED", "RUN_STATE_FAILED"

@@ -1,0 +1,1 @@
+"""Helpers the tests share, one module a concern (fixtures stay in conftest.py)."""
