@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from exporter.collection import reader as reader_module
 from exporter.collection.collector import NsmlCollector
 from exporter.collection.snapshot import Snapshot
-from exporter.errors import HTTPStatusError, RequestTimeoutError
+from exporter.errors import HTTPStatusError, InconsistentPagingError, RequestTimeoutError
 from exporter.nsml.client import NsmlClient, Pace
 from exporter.nsml.models import Run
 from exporter.nsml.paging import Progress, RunList, Take
@@ -990,3 +990,63 @@ def test_each_mode_switch_is_logged_with_what_it_means(caplog: pytest.LogCapture
         ),
         (logging.INFO, "reading the run list on scrape again: a full read takes 1s"),
     ]
+
+
+def test_a_failed_full_read_is_warned_once_while_it_lasts_and_says_where_it_resumes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: every retry of a failing read warned (a line every few seconds for as long
+    as the API is down), a new kind of failure not warned, the page it resumes at off by one
+    or said when it starts over, the progress share not kept for `nsml_full_read_progress_ratio`,
+    or a contradicted (`inconsistent`) read resumed instead of abandoned."""
+    source = HeadSource()
+    collector, registry = collector_on(source, collection_mode="background")
+    reader = collector.reader
+    down = HTTPStatusError("page 4: HTTP 500", status=500)
+    try:
+        reader._progress = Progress(pages=3, planned=10)
+        with caplog.at_level(logging.DEBUG, logger="exporter"):
+            reader._failed(down)
+            reader._failed(down)
+            reader._failed(RequestTimeoutError("page 4: no answer within REQUEST_TIMEOUT (5s)"))
+            assert reader.state.failure is not None and reader.state.progress == 0.3
+            reader.store.begin_pass()
+            reader.store.put_runs(run_list([api_run("p1", "9")]))
+            assert reader.store.pass_seen() == 1
+            reader._failed(InconsistentPagingError("page 4 lists 3 runs and ends the list"))
+            assert reader._progress == Progress()  # abandoned: the next read starts anew
+            assert reader.store.pass_seen() == 0
+            reader._switch(reader_module.SCRAPE, "test")
+            reader._progress = Progress(pages=3, planned=10)
+            reader._failed(down)
+            reader._failed(down)
+        failed = [
+            (r.levelno, r.getMessage())
+            for r in caplog.records
+            if r.getMessage().startswith("collection failed")
+        ]
+        assert failed == [
+            (
+                logging.WARNING,
+                "collection failed (http): page 4: HTTP 500; the next try resumes at page 4",
+            ),
+            (
+                logging.DEBUG,
+                "collection failed (http): page 4: HTTP 500; the next try resumes at page 4",
+            ),
+            (
+                logging.WARNING,
+                "collection failed (timeout): page 4: no answer within "
+                "REQUEST_TIMEOUT (5s); the next try resumes at page 4",
+            ),
+            (
+                logging.WARNING,
+                "collection failed (inconsistent): page 4 lists 3 runs and ends the list",
+            ),
+            # On scrape every failure is a scrape's answer: warned each time, no resuming.
+            (logging.WARNING, "collection failed (http): page 4: HTTP 500"),
+            (logging.WARNING, "collection failed (http): page 4: HTTP 500"),
+        ]
+        assert errors(registry, "http") == 4
+    finally:
+        collector.close()
