@@ -1050,3 +1050,29 @@ def test_a_failed_full_read_is_warned_once_while_it_lasts_and_says_where_it_resu
         assert errors(registry, "http") == 4
     finally:
         collector.close()
+
+
+def test_reading_on_scrape_begins_at_start_once_and_not_in_the_background() -> None:
+    """Bugs caught (issue 26): in scrape mode nothing read until the first scrape (which then
+    waited for the whole read), or a read asked again by a second `start()`; in background
+    mode the start asking a scrape's read as well as the background's own."""
+    on_scrape = HeadSource()
+    collector, _ = collector_on(on_scrape, collection_mode="scrape")
+    try:
+        collector.reader.start()
+        wait_until(lambda: on_scrape.reads == 1)  # no scrape has come
+        collector.reader.start()
+        time.sleep(0.3)
+        assert on_scrape.reads == 1
+        assert collector.reader._job is None  # nothing more asked
+    finally:
+        collector.close()
+    background = HeadSource()
+    collector, _ = collector_on(background, collection_mode="background", reconcile_interval=3600)
+    try:
+        collector.reader.start()
+        wait_until(lambda: background.reads == 1)
+        time.sleep(0.3)
+        assert background.reads == 1 and collector.reader._job is None
+    finally:
+        collector.close()
