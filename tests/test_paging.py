@@ -7,15 +7,20 @@ pages contradict their own totalCount.
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.errors import HTTPStatusError, InconsistentPagingError
 from exporter.nsml.models import Run, RunPage, decode_page, to_timestamp
@@ -650,3 +655,75 @@ def test_the_page_that_proves_the_end_is_asked_for_with_the_others(
     got = read(Pages(paged(runs_of(count)), 10), map_pages=map_pages)
     assert asked == [batched]
     assert len(got.taken) == count
+
+
+# -- Hypothesis: paging against a model of the list --------------------------------------------
+
+
+def dated(number: int) -> dict[str, Any]:
+    """Run `number`, created `number` minutes after a fixed moment (later runs are newer)."""
+    minute = datetime(2024, 9, 3) + timedelta(minutes=number)
+    return api_run("p1", str(number), created=minute.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+@given(
+    count=st.integers(0, 50),
+    size=st.integers(1, 12),
+    cap=st.none() | st.integers(1, 12),
+    first_page=st.sampled_from([0, 1]),
+    newest_first=st.booleans(),
+    shuffle=st.randoms(use_true_random=False),
+    additions=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 4)), max_size=3),
+)
+@settings(max_examples=200, deadline=None)
+def test_paging_reads_every_run_of_the_list_whatever_its_shape(
+    *,
+    count: int,
+    size: int,
+    cap: int | None,
+    first_page: int,
+    newest_first: bool,
+    shuffle: random.Random,
+    additions: list[tuple[int, int]],
+) -> None:
+    """The model: a list of `count` runs served `size` a page (or fewer, when the gateway caps
+    pages at `cap`), newest first or in any order, to which runs are added at the head after
+    some pages are served. Bugs caught: a run of the list never handed over (a page skipped,
+    the last page not read, a cap not followed), the order misjudged, a list that grows taken
+    for an inconsistent one; and a run that was never listed handed over."""
+    listed = [dated(n) for n in range(count, 0, -1)]
+    if not newest_first:
+        shuffle.shuffle(listed)
+    if sum(added for _, added in additions) > count:
+        additions = []  # more runs added than listed: the guard against endless lists fires
+    added_after = dict(additions)
+    newest = count
+    served = 0
+    current = list(listed)
+
+    def get_page(number: int) -> RunPage:
+        nonlocal newest, served
+        per_page = min(size, cap or size)
+        index = number - first_page
+        body = {
+            "runList": current[index * per_page : (index + 1) * per_page],
+            "totalCount": len(current),
+        }
+        served += 1
+        for _ in range(added_after.get(served, 0)):  # created at the head, after this page
+            newest += 1
+            current.insert(0, dated(newest))
+        return decode_page(json.dumps(body).encode())
+
+    taken: list[Run] = []
+    result = read_run_list(
+        get_page, first_page=first_page, page_size=size, take=taken.extend, created=created
+    )
+    names = [run["runName"] for run in taken]
+    assert {run["runName"] for run in listed} <= set(names)  # nothing listed is lost
+    assert set(names) <= {run["runName"] for run in current}  # nothing made up
+    if current == listed:  # the list held still: exactly it, in its order, once each
+        assert names == [run["runName"] for run in listed]
+        assert result.total_count == count
+        in_order = all(int(a["runName"]) > int(b["runName"]) for a, b in itertools.pairwise(listed))
+        assert result.newest_first == in_order
