@@ -10,6 +10,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from exporter.web.handler import MAX_HEADER_BYTES, MAX_REQUEST_LINE
 from exporter.web.negotiation import Choice
@@ -129,3 +131,27 @@ def test_connection_tokens_are_compared_without_case(server: ExporterServer) -> 
 def test_a_query_string_does_not_change_the_path(server: ExporterServer) -> None:
     """Bug caught: `/healthz?probe=1` routed as an unknown path (404)."""
     assert statuses(exchange(server, request("GET /healthz?probe=1 HTTP/1.1"))) == ["200"]
+
+
+connection_tokens = st.lists(
+    st.sampled_from(["close", "Close", "CLOSE", "keep-alive", "Keep-Alive", "upgrade", "te"]),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(tokens=connection_tokens, spaces=st.lists(st.sampled_from(["", " ", "  "]), min_size=8))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_connection_closes_exactly_when_a_token_says_close(
+    server: ExporterServer, tokens: list[str], spaces: list[str]
+) -> None:
+    """The model: a connection is closed after the answer exactly when one of the header's
+    comma-separated tokens is `close`, in any case and with any spacing. Bugs caught: tokens
+    compared with case, spaces kept in a token, only the first or last token read."""
+    value = ",".join(f"{spaces[i]}{token}{spaces[i + 4]}" for i, token in enumerate(tokens))
+    first = f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: {value}\r\n\r\n".encode()
+    answered = statuses(exchange(server, first + request()))
+    closes = any(token.lower() == "close" for token in tokens)
+    assert answered == (["200"] if closes else ["200", "200"])
