@@ -158,12 +158,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.
         f"flag and an environment variable ({ENV_PREFIX}...); flags win over the environment.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
+    demo = parser.add_argument_group("demo (no NSML account needed)")
+    demo.add_argument(
         "--demo",
         action="store_true",
         help="start the built-in NSML simulator on loopback and export its runs (no keys needed)",
     )
-    parser.add_argument(
+    demo.add_argument(
         "--demo-runs",
         type=int,
         default=240,
@@ -171,14 +172,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, CliSettingsSource[argparse.
         help="with --demo: runs in the simulator's history (default: 240; 100000 with "
         "--demo-latency 0.1 shows reading in the background)",
     )
-    parser.add_argument(
+    demo.add_argument(
         "--demo-latency",
         type=float,
         default=0.0,
         metavar="SECONDS",
         help="with --demo: seconds the simulator takes to answer each request (default: 0)",
     )
-    parser.add_argument(
+    demo.add_argument(
         "--demo-order",
         choices=("newest", "arbitrary"),
         default="newest",

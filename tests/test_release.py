@@ -49,6 +49,50 @@ def test_a_tag_gives_its_version_to_the_package_the_cli_and_build_info(
     assert 'version="0.2.0"' in once.stdout
 
 
+def test_the_wheel_carries_the_license_and_the_projects_metadata(
+    tagged: tuple[Path, str, Path],
+) -> None:
+    """Bug caught (issue 28): no LICENSE file though the metadata says Apache-2.0, no project
+    URLs and no classifiers on PyPI's page."""
+    _, _, wheel = tagged
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read("nsml_exporter-0.2.0.dist-info/METADATA").decode()
+    assert "nsml_exporter-0.2.0.dist-info/licenses/LICENSE" in names
+    assert "\nLicense-Expression: Apache-2.0\n" in metadata
+    assert "\nLicense-File: LICENSE\n" in metadata
+    assert "\nProject-URL: Source, https://github.com/nsml-exporter/nsml-exporter\n" in metadata
+    assert "\nClassifier: Topic :: System :: Monitoring\n" in metadata
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+
+
+def test_a_source_archive_of_a_tag_builds_that_version(
+    tagged: tuple[Path, str, Path], tmp_path: Path
+) -> None:
+    """Bug caught (issue 28): a GitHub source archive (`git archive`, no .git) installed as
+    version 0.0.0 with revision unknown: nothing filled `.git_archival.txt`."""
+    clone, commit, _ = tagged
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", "v0.2.0"], cwd=clone, capture_output=True, check=True
+    ).stdout
+    source = tmp_path / "nsml-exporter-0.2.0"
+    source.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    assert not (source / ".git").exists()
+    assert f"node: {commit}" in (source / ".git_archival.txt").read_text()
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), "."],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    assert wheel.name.startswith("nsml_exporter-0.2.0-")
+
+
 def test_the_chart_packaged_at_the_tag_runs_that_image_from_ghcr(
     tagged: tuple[Path, str, Path], tmp_path: Path
 ) -> None:
