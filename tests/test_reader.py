@@ -1076,3 +1076,39 @@ def test_reading_on_scrape_begins_at_start_once_and_not_in_the_background() -> N
         assert background.reads == 1 and collector.reader._job is None
     finally:
         collector.close()
+
+
+def test_unseen_runs_are_each_asked_for_and_a_failed_ask_stops_no_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: the runs a full read did not see no longer asked for after one detail
+    request fails (so a run that offset paging skipped is swept), the ones that exist not kept,
+    or the log line counting them wrong."""
+
+    class Asked(HeadSource):
+        def run_exists(self, project_id: str, run_name: str, deadline: float) -> bool:
+            if run_name == "1":
+                raise RequestTimeoutError("run 1: no answer within REQUEST_TIMEOUT (5s)")
+            return run_name in ("2", "3")
+
+    source = Asked()
+    collector, _ = collector_on(source, collection_mode="background", reconcile_interval=3600)
+    reader, store = collector.reader, collector.reader.store
+    try:
+        store.put_runs(run_list([api_run("p1", str(n)) for n in range(1, 5)]))
+        store.begin_pass()  # a pass that saw none of them
+        with caplog.at_level(logging.DEBUG, logger="exporter"):
+            reader._verify_unseen()
+        store.end_pass()
+        assert [key for n in range(1, 5) if (key := ("p1", str(n))) in store] == [
+            ("p1", "2"),
+            ("p1", "3"),
+        ]
+        messages = [r.getMessage() for r in caplog.records]
+        assert (
+            "run 1 of project p1 not verified: run 1: no answer within REQUEST_TIMEOUT (5s)"
+            in messages
+        )
+        assert "runs the full read did not see: 4, of which 2 exist" in messages
+    finally:
+        collector.close()
