@@ -1112,3 +1112,53 @@ def test_unseen_runs_are_each_asked_for_and_a_failed_ask_stops_no_other(
         assert "runs the full read did not see: 4, of which 2 exist" in messages
     finally:
         collector.close()
+
+
+def test_the_lists_order_is_said_once_found_and_warned_only_where_it_costs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: a list found not newest first in the background not warned (new runs then
+    wait for the next full read, unsaid), warned on scrape (where it costs nothing), or the
+    head read's interval misstated."""
+    source = HeadSource()
+    collector, _ = collector_on(source, collection_mode="auto")
+    reader = collector.reader
+    try:
+        with caplog.at_level(logging.DEBUG, logger="exporter"):
+            reader._order(True)
+            reader._order(False)  # on scrape: every scrape reads the whole list anyway
+            reader._order(None)  # not known yet
+            reader._switch(reader_module.BACKGROUND, "test")
+            reader._order(False)
+            reader._order(None)
+    finally:
+        collector.close()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "newest first" in r.getMessage()]
+    assert said == [
+        (
+            logging.DEBUG,
+            f"the run list is newest first: its head is read every "
+            f"{reader_module.HEAD_INTERVAL:g}s",
+        ),
+        (
+            logging.WARNING,
+            "the run list is not newest first: runs created since the last full read show "
+            "only after the next one",
+        ),
+    ]
+
+
+def test_closing_saves_the_store_for_the_next_start(tmp_path: Path) -> None:
+    """Bug caught: the store saved only after each full read, so a stop loses what head reads
+    and details added since (or, with `--once`, a file written that no reader asked for)."""
+    path = tmp_path / "state.gz"
+    source = HeadSource()
+    collector, _ = collector_on(
+        source, collection_mode="background", state_file=str(path), reconcile_interval=3600
+    )
+    reader = collector.reader
+    collector.collect_once()
+    wait_until(lambda: reader.state.complete and path.exists())
+    path.unlink()
+    collector.close()
+    assert path.exists()
