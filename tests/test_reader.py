@@ -1162,3 +1162,43 @@ def test_closing_saves_the_store_for_the_next_start(tmp_path: Path) -> None:
     path.unlink()
     collector.close()
     assert path.exists()
+
+
+def test_the_mode_follows_how_long_full_reads_take_with_hysteresis(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught (issue 26): a read on scrape that took longer than SWITCH_AT of
+    COLLECT_TIMEOUT kept on the scrape (or one at exactly that moved), the switch logged
+    without its reason; back on scrape sooner than SWITCH_HOLD after a switch (flapping), or
+    with an estimate over SWITCH_BACK of COLLECT_TIMEOUT."""
+    source = HeadSource()  # latency 0: an estimate is the CPU alone
+    collector, _ = collector_on(source, collection_mode="auto", collect_timeout=10)
+    reader = collector.reader
+    clock = [1000.0]
+    reader._clock = lambda: clock[0]
+    at, back = reader_module.SWITCH_AT * 10, reader_module.SWITCH_BACK * 10
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter"):
+            reader._after(at, cpu=0.0, pages=5)  # exactly at the bound: stays
+            assert reader.state.mode == reader_module.SCRAPE
+            reader._after(at + 0.1, cpu=0.0, pages=5)
+            assert reader.state.mode == reader_module.BACKGROUND
+            clock[0] += reader_module.SWITCH_HOLD - 1
+            reader._after(0.1, cpu=0.0, pages=5)  # quick now, but switched too recently
+            assert reader.state.mode == reader_module.BACKGROUND
+            clock[0] += 1
+            reader._after(0.1, cpu=back, pages=5)  # held long enough, but estimated too long
+            assert reader.state.mode == reader_module.BACKGROUND
+            reader._after(0.1, cpu=back - 0.5, pages=5)
+            assert reader.state.mode == reader_module.SCRAPE
+    finally:
+        collector.close()
+    switches = [r.getMessage() for r in caplog.records if "reading the run list" in r.getMessage()]
+    assert switches[0].startswith(
+        f"reading the run list in the background: a full read took {at + 0.1:.1f}s of "
+        "COLLECT_TIMEOUT (10s)"
+    )
+    assert switches[1] == (
+        f"reading the run list on scrape again: a full read would now take about {back - 0.5:.1f}s"
+    )
+    assert len(switches) == 2
