@@ -16,13 +16,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.collection import reader as reader_module
 from exporter.collection.collector import NsmlCollector
-from exporter.collection.snapshot import Snapshot
+from exporter.collection.snapshot import Rules, Snapshot
 from exporter.errors import HTTPStatusError, InconsistentPagingError, RequestTimeoutError
 from exporter.nsml.client import NsmlClient, Pace
 from exporter.nsml.models import Run
@@ -1202,3 +1203,86 @@ def test_the_mode_follows_how_long_full_reads_take_with_hysteresis(
         f"reading the run list on scrape again: a full read would now take about {back - 0.5:.1f}s"
     )
     assert len(switches) == 2
+
+
+def saved_store(path: Path, mode: str, runs: int = 3) -> None:
+    """A state file as a reader in `mode` leaves it, a full read 100 s before it was saved."""
+    from exporter.collection import statefile
+    from exporter.collection.store import RunStore
+
+    rules = Rules(frozenset(), frozenset({IN_PROGRESS}), 10, ZoneInfo("Asia/Seoul"))
+    store = RunStore(rules)
+    store.put_runs(run_list([api_run("p1", str(n)) for n in range(runs)]))
+    meta = statefile.Meta(
+        saved=1_700_000_100.0,
+        last_success=1_700_000_000.0,
+        view_started=1_699_999_990.0,
+        full_read_seconds=10.0,
+        total_count=runs,
+        newest_first=True,
+        pages=1,
+        mode=mode,
+        timezone="Asia/Seoul",
+    )
+    statefile.save(path, store, meta)
+
+
+@pytest.mark.parametrize(
+    ("setting", "saved", "mode"),
+    [
+        ("auto", "background", "background"),  # a long history stays in the background
+        ("auto", "scrape", "scrape"),
+        ("scrape", "background", "scrape"),  # the setting wins over what was saved
+    ],
+)
+def test_a_saved_store_is_served_at_once_in_the_mode_it_calls_for(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, setting: str, saved: str, mode: str
+) -> None:
+    """Bugs caught (issue 26): a restart that forgets a long history was read in the
+    background (and blocks its first scrape on a read it knows is long), or overrides
+    COLLECTION_MODE with the saved mode; the saved view not served as complete, with its
+    times and totalCount; the loading line's count or age wrong."""
+    path = tmp_path / "state.gz"
+    saved_store(path, saved)
+    collector, _ = collector_on(HeadSource(), collection_mode=setting, state_file=str(path))
+    reader = collector.reader
+    reader._wall = lambda: 1_700_000_400.0
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter"):
+            reader._load()
+        state = reader.state
+        assert (state.complete, state.mode, state.total_count) == (True, mode, 3)
+        assert (state.last_success, state.view_started) == (1_700_000_000.0, 1_699_999_990.0)
+        assert (state.full_read_seconds, state.newest_first, state.pages) == (10.0, True, 1)
+        assert len(reader.store) == 3
+        assert (
+            f"loaded 3 runs from {path}, read completely 400s ago: served now, reconciled by "
+            "the next full read"
+        ) in [r.getMessage() for r in caplog.records]
+    finally:
+        collector.close()
+
+
+def test_a_damaged_saved_store_is_ignored_and_leaves_nothing_behind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug caught: a saved record pointing past the string table adopted half (runs served
+    with no strings, or a crash at start) instead of the store cleared and the file named."""
+    from exporter.collection import statefile
+
+    path = tmp_path / "state.gz"
+    saved_store(path, "background")
+    good = statefile.load(path, timezone="Asia/Seoul")
+    assert good is not None
+    collector, _ = collector_on(HeadSource(), collection_mode="auto", state_file=str(path))
+    reader = collector.reader
+    try:
+        damaged = statefile.Saved(good.runs, good.strings[:1], good.meta)
+        monkeypatch.setattr(reader_module.statefile, "load", lambda *a, **k: damaged)
+        with caplog.at_level(logging.WARNING, logger="exporter"):
+            reader._load()
+        assert not reader.state.complete and len(reader.store) == 0
+        (line,) = [r.getMessage() for r in caplog.records if "saved store" in r.getMessage()]
+        assert line.startswith(f"ignoring the saved store {path}: malformed (")
+    finally:
+        collector.close()
