@@ -1286,3 +1286,37 @@ def test_a_damaged_saved_store_is_ignored_and_leaves_nothing_behind(
         assert line.startswith(f"ignoring the saved store {path}: malformed (")
     finally:
         collector.close()
+
+
+def test_requests_take_a_turn_in_read_rate_only_in_the_background() -> None:
+    """Bugs caught: a scrape's read paced by READ_RATE (a 100-page history read on scrape at
+    8 pages a second: 12 s, past COLLECT_TIMEOUT), or background requests not paced (900
+    requests a minute, issue 26), or `--once` paced."""
+    turns: list[object] = []
+
+    class Turns:
+        def wait(self, closed: object) -> None:
+            turns.append(closed)
+
+    source = HeadSource()
+    collector, _ = collector_on(source, collection_mode="auto")
+    once = NsmlCollector(
+        make_settings(details=False, collection_mode="background"),
+        HeadSource(),
+        ExporterMetrics(),
+        once=True,
+    )
+    reader = collector.reader
+    try:
+        reader.pace = Turns()  # type: ignore[assignment]
+        once.reader.pace = Turns()  # type: ignore[assignment]
+        reader.wait_turn()
+        assert turns == []  # on scrape
+        reader._switch(reader_module.BACKGROUND, "test")
+        reader.wait_turn()
+        assert turns == [reader._closed]
+        once.reader.wait_turn()
+        assert turns == [reader._closed]  # --once reads as fast as it can, in any mode
+    finally:
+        collector.close()
+        once.close()
