@@ -1320,3 +1320,42 @@ def test_requests_take_a_turn_in_read_rate_only_in_the_background() -> None:
     finally:
         collector.close()
         once.close()
+
+
+def test_a_full_read_is_due_when_asked_on_scrape_and_when_its_time_comes_in_the_background() -> (
+    None
+):
+    """Bugs caught: the background reader sleeping until the next read in one wait (deaf to a
+    stop for up to RECONCILE_INTERVAL), reading before its time (more requests than
+    READ_RATE's budget), or a scrape's request for a read lost or served twice."""
+    source = HeadSource()
+    collector, _ = collector_on(source, collection_mode="auto")
+    reader = collector.reader
+    waits: list[float | None] = []
+
+    class Waits(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits.append(timeout)
+            return self.is_set()
+
+    clock = [500.0]
+    reader._clock = lambda: clock[0]
+    reader._closed, reader._wanted = Waits(), Waits()
+    try:
+        assert not reader._due()  # on scrape, nothing asked
+        reader._wanted.set()
+        assert reader._due() and not reader._wanted.is_set()  # asked once, taken once
+        assert not reader._due()
+        reader._switch(reader_module.BACKGROUND, "test")
+        waits.clear()
+        reader._next_read = 505.0
+        assert not reader._due()
+        reader._next_read = 500.25
+        assert not reader._due()
+        assert waits == [1.0, 0.25]  # a second at most, so that a stop is heard
+        reader._next_read = 500.0
+        assert reader._due()
+        reader._closed.set()
+        assert not reader._due()
+    finally:
+        collector.close()
