@@ -1190,6 +1190,8 @@ def test_the_mode_follows_how_long_full_reads_take_with_hysteresis(
             clock[0] += 1
             reader._after(0.1, cpu=back, pages=5)  # held long enough, but estimated too long
             assert reader.state.mode == reader_module.BACKGROUND
+            reader._after(0.1, cpu=back + 0.2, pages=1)  # one page: its CPU is the read's
+            assert reader.state.mode == reader_module.BACKGROUND
             reader._after(0.1, cpu=back - 0.5, pages=5)
             assert reader.state.mode == reader_module.SCRAPE
     finally:
