@@ -1361,3 +1361,47 @@ def test_a_full_read_is_due_when_asked_on_scrape_and_when_its_time_comes_in_the_
         assert not reader._due()
     finally:
         collector.close()
+
+
+def test_the_share_read_is_pages_over_planned_capped_at_one() -> None:
+    """Bugs caught: `nsml_full_read_progress_ratio` over 1 when the list grew while it was read,
+    multiplied instead of divided, or 1 before a read has planned anything."""
+    collector, _ = collector_on(HeadSource())
+    reader = collector.reader
+    try:
+        for pages, planned, share in ((3, 10, 0.3), (12, 10, 1.0), (0, 0, 0.0), (1, 0, 0.0)):
+            reader._progress = Progress(pages=pages, planned=planned)
+            assert reader._share() == share
+    finally:
+        collector.close()
+
+
+@pytest.mark.parametrize(
+    ("pages", "planned", "cpu", "moves"),
+    [
+        (1, 9, 0.11, True),  # 1 page then 2 rounds of 4: 0.3 s of latency, 9 x 0.11 s of CPU
+        (1, 9, 0.1, False),  # 0.3 + 0.9 = 1.2 s: exactly SWITCH_AT of 1.5 s, stays
+        (1, 1, 5.0, False),  # a read of one page is over once it is estimated
+        (2, 9, 5.0, False),  # estimated after its first page only
+    ],
+)
+def test_a_read_on_scrape_is_estimated_after_its_first_page(
+    pages: int, planned: int, cpu: float, moves: bool
+) -> None:
+    """Bugs caught (issue 26): the estimate's CPU taken from the process's start instead of
+    the read's (every read estimated as long as the process is old), its bound off by one,
+    estimated (and moved) after a later page or for a one-page read."""
+    source = HeadSource()
+    source.latency = 0.1
+    collector, _ = collector_on(source, collection_mode="auto", collect_timeout=1.5)
+    reader = collector.reader
+    reader._cpu = lambda: 100.0 + cpu  # the read began at 100 s of the process's CPU
+    reader._began = (0.0, 0.0, 100.0)
+    job = reader_module.Job(deadline=1e9)
+    try:
+        reader._progress = Progress(pages=pages, planned=planned)
+        reader._estimate(job)
+        moved = reader.state.mode == reader_module.BACKGROUND
+        assert (moved, job.answered.is_set()) == (moves, moves)
+    finally:
+        collector.close()
