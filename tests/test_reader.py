@@ -1405,3 +1405,17 @@ def test_a_read_on_scrape_is_estimated_after_its_first_page(
         assert (moved, job.answered.is_set()) == (moves, moves)
     finally:
         collector.close()
+
+
+def test_the_readers_threads_are_named_and_never_hold_up_an_exit() -> None:
+    """Bugs caught: the reader's threads unnamed (`Thread-7` in a thread dump or py-spy, no
+    telling the reader from a request), or not daemons (a stuck API request keeps the process
+    alive after SIGTERM's grace)."""
+    collector, _ = collector_on(HeadSource(), collection_mode="background", reconcile_interval=3600)
+    try:
+        collector.reader.start()
+        threads = collector.reader._threads
+        assert sorted(thread.name for thread in threads) == ["nsml-head", "nsml-reader"]
+        assert all(thread.daemon and thread.is_alive() for thread in threads)
+    finally:
+        collector.close()
