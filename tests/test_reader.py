@@ -1419,3 +1419,40 @@ def test_the_readers_threads_are_named_and_never_hold_up_an_exit() -> None:
         assert all(thread.daemon and thread.is_alive() for thread in threads)
     finally:
         collector.close()
+
+
+def test_a_scrape_waits_for_its_read_no_longer_than_collect_timeout_and_grace() -> None:
+    """Bugs caught: a scrape that waits for a read which hangs past its deadline (a source
+    that ignores it) until the read ends, or gives no reason; its deadline measured the wrong
+    way. Here the read hangs 3 s; the scrape must answer after 0.3 s + GRACE, failed."""
+    source = SlowSource(run_list([api_run("p1", "1")]), seconds=0.0, latency=0.0, pages=2)
+    source.gate = threading.Event()
+    collector, _ = collector_on(source, collection_mode="scrape", collect_timeout=0.3)
+    release = threading.Timer(3.0, source.gate.set)
+    release.start()
+    try:
+        snap = collector.shared.get()
+        assert not source.gate.is_set()  # answered before the read ended
+        assert not snap.ok
+        assert snap.error == "the full read took longer than COLLECT_TIMEOUT (0.3s)"
+    finally:
+        source.gate.set()
+        release.cancel()
+        collector.close()
+
+
+def test_a_failed_once_read_is_counted_by_its_reason_and_said() -> None:
+    """Bugs caught: a failed `--once` read counted as an internal error, or its reason lost
+    from the collection's error (what `--once` prints and exits 1 for)."""
+    source = HeadSource()
+    source.error = HTTPStatusError("page 1: HTTP 503", status=503)
+    metrics = ExporterMetrics()
+    registry = CollectorRegistry()
+    metrics.register(registry)
+    once = NsmlCollector(make_settings(details=False), source, metrics, once=True)
+    try:
+        snap = once.collect_once()
+    finally:
+        once.close()
+    assert not snap.ok and snap.error == "page 1: HTTP 503"
+    assert errors(registry, "http") == 1 and errors(registry, "internal") == 0
