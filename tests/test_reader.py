@@ -1119,34 +1119,36 @@ def test_the_lists_order_is_said_once_found_and_warned_only_where_it_costs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Bugs caught: a list found not newest first in the background not warned (new runs then
-    wait for the next full read, unsaid), warned on scrape (where it costs nothing), or the
-    head read's interval misstated."""
+    wait for the next full read, unsaid), warned on scrape (where it costs nothing) or when
+    the order is not known yet, or the head read's interval misstated."""
     source = HeadSource()
     collector, _ = collector_on(source, collection_mode="auto")
     reader = collector.reader
-    try:
+    warning = (
+        "the run list is not newest first: runs created since the last full read show only "
+        "after the next one"
+    )
+
+    def said(newest_first: bool | None) -> list[tuple[int, str]]:
+        caplog.clear()
         with caplog.at_level(logging.DEBUG, logger="exporter"):
-            reader._order(True)
-            reader._order(False)  # on scrape: every scrape reads the whole list anyway
-            reader._order(None)  # not known yet
-            reader._switch(reader_module.BACKGROUND, "test")
-            reader._order(False)
-            reader._order(None)
+            reader._order(newest_first)
+        return [
+            (r.levelno, r.getMessage()) for r in caplog.records if "newest first" in r.getMessage()
+        ]
+
+    try:
+        interval = reader_module.HEAD_INTERVAL
+        assert said(True) == [
+            (logging.DEBUG, f"the run list is newest first: its head is read every {interval:g}s")
+        ]
+        assert said(False) == []  # on scrape every scrape reads the whole list anyway
+        assert said(None) == []  # not known yet
+        reader._switch(reader_module.BACKGROUND, "test")
+        assert said(False) == [(logging.WARNING, warning)]
+        assert said(None) == []
     finally:
         collector.close()
-    said = [(r.levelno, r.getMessage()) for r in caplog.records if "newest first" in r.getMessage()]
-    assert said == [
-        (
-            logging.DEBUG,
-            f"the run list is newest first: its head is read every "
-            f"{reader_module.HEAD_INTERVAL:g}s",
-        ),
-        (
-            logging.WARNING,
-            "the run list is not newest first: runs created since the last full read show "
-            "only after the next one",
-        ),
-    ]
 
 
 def test_closing_saves_the_store_for_the_next_start(tmp_path: Path) -> None:
