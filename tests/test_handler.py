@@ -17,6 +17,7 @@ from exporter.web.handler import MAX_HEADER_BYTES, MAX_REQUEST_LINE
 from exporter.web.negotiation import Choice
 from exporter.web.server import ExporterServer
 from exporter.web.webconfig import WebConfig
+from tests.helpers import http
 
 pytestmark = pytest.mark.unit
 
@@ -40,16 +41,9 @@ def server() -> Iterator[ExporterServer]:
 
 
 def exchange(server: ExporterServer, data: bytes, wait: float = 3.0) -> bytes:
-    """Send `data` on a new connection, then read until the server closes it (or `wait`)."""
-    with socket.create_connection(server.server_address[:2], timeout=wait) as sock:  # type: ignore[arg-type]
-        sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except TimeoutError:
-            pass
-    return b"".join(chunks)
+    """Send `data` to `server` on a new connection, then read until it closes it (or `wait`)."""
+    host, port = server.server_address[:2]
+    return http.exchange((str(host), int(port)), data, wait)
 
 
 def statuses(answer: bytes) -> list[str]:

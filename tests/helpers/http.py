@@ -1,9 +1,11 @@
-"""requests without a network: an adapter that answers from a function and records the calls."""
+"""HTTP for tests: raw bytes over a socket, and an adapter for requests that answers from a
+function without a network and records the calls."""
 
 from __future__ import annotations
 
 import io
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,3 +61,17 @@ class FakeAdapter(HTTPAdapter):
     @property
     def pages(self) -> list[int]:
         return [call.page for call in self.calls]
+
+
+def exchange(address: tuple[str, int], data: bytes, wait: float = 5.0) -> bytes:
+    """Send `data` on a new connection to `address`, then read until the server closes it (or
+    `wait` passes with nothing more)."""
+    with socket.create_connection(address, timeout=wait) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except TimeoutError:
+            pass
+    return b"".join(chunks)

@@ -17,6 +17,7 @@ import requests
 
 import exporter
 from exporter.demo.simulator import SimulatorServer
+from tests.helpers.http import exchange
 from tests.helpers.settings import ACCESS, SECRET
 
 
@@ -135,17 +136,10 @@ def exporter_env() -> dict[str, str]:
 
 
 def raw(exporter: ExporterProcess, data: bytes, wait: float = 5.0) -> bytes:
-    """Send `data` on a new connection and read until the server closes it (or `wait`)."""
+    """Send `data` to the exporter on a new connection and read until it closes it (or
+    `wait`)."""
     host, port = exporter.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=wait) as sock:
-        sock.sendall(data)
-        chunks = []
-        try:
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        except TimeoutError:
-            pass
-        return b"".join(chunks)
+    return exchange((host, int(port)), data, wait)
 
 
 def status_lines(answer: bytes) -> list[str]:
