@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import requests
 
 from exporter.errors import HTTPStatusError, RequestTimeoutError, ThrottledError
 from exporter.nsml.client import NsmlClient
@@ -79,3 +80,29 @@ def test_a_collection_leaves_nothing_for_the_cycle_collector(failure: str | None
     finally:
         gc.enable()
         client.close()
+
+
+def test_a_requests_timeout_is_the_shorter_of_request_timeout_and_the_time_left() -> None:
+    """Bug caught (issue 27): a request given REQUEST_TIMEOUT whatever the collection's time
+    left (a scrape then waits past COLLECT_TIMEOUT for a slow page), or the time left however
+    long (one hung request eats the whole collection's time)."""
+    timeouts: list[float] = []
+
+    class Timed(FakeAdapter):
+        def send(
+            self, request: requests.PreparedRequest, *args: Any, **kw: Any
+        ) -> requests.Response:
+            timeouts.append(kw["timeout"])
+            return super().send(request, *args, **kw)
+
+    page = {"runList": [], "totalCount": 0}
+    client = NsmlClient(
+        make_settings(request_timeout=2, retries=0), adapter=Timed(lambda n, size: (200, page))
+    )
+    try:
+        client.get_page(1, time.monotonic() + 60)  # plenty of time left: REQUEST_TIMEOUT
+        client.get_page(1, time.monotonic() + 0.5)  # half a second left: that
+    finally:
+        client.close()
+    assert timeouts[0] == 2
+    assert 0 < timeouts[1] <= 0.5  # what was left, not REQUEST_TIMEOUT
