@@ -17,7 +17,7 @@ from exporter.web.handler import MAX_HEADER_BYTES, MAX_REQUEST_LINE
 from exporter.web.negotiation import Choice
 from exporter.web.server import ExporterServer
 from exporter.web.webconfig import WebConfig
-from tests.helpers import http
+from tests.helpers.http import exchange as exchange_with
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ def server() -> Iterator[ExporterServer]:
 def exchange(server: ExporterServer, data: bytes, wait: float = 3.0) -> bytes:
     """Send `data` to `server` on a new connection, then read until it closes it (or `wait`)."""
     host, port = server.server_address[:2]
-    return http.exchange((str(host), int(port)), data, wait)
+    return exchange_with((str(host), int(port)), data, wait)
 
 
 def statuses(answer: bytes) -> list[str]:
