@@ -221,6 +221,39 @@ def test_the_answer_deadline_follows_collect_timeout() -> None:
         server.stop(1)
 
 
+@pytest.mark.parametrize("sent", [b"", b"\x16"], ids=["nothing", "a handshake's first byte"])
+def test_silent_tls_clients_are_idle_at_the_cap_and_at_a_stop(
+    pki: dict[str, Path], sent: bytes
+) -> None:
+    """Bug caught: a TLS connection waiting for its first byte (or for the rest of its
+    handshake) watched as busy, not idle. At MAX_CONNECTIONS=2, two such clients then shut
+    every HTTPS client out with 503 until HEADER_TIMEOUT, and a SIGTERM waited its whole grace
+    for them and reported them cut. In-process: the server's own `stop`, which SIGTERM calls."""
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(pki["server_crt"], pki["server_key"])
+    server = ExporterServer(
+        ("127.0.0.1", 0),
+        SlowExposition(0),  # type: ignore[arg-type]
+        WebConfig(ssl_context=server_tls),
+        max_connections=2,
+        header_timeout=60,
+    )
+    server.serve_in_thread()
+    address = (str(server.server_address[0]), int(server.server_address[1]))
+    silent = [socket.create_connection(address) for _ in range(2)]
+    try:
+        for sock in silent:
+            sock.sendall(sent)
+        time.sleep(0.3)  # both accepted, and waiting
+        response = requests.get(server.url + "/healthz", verify=str(pki["ca"]), timeout=10)
+        assert response.status_code == 200  # one of them made room
+        assert server.stop(5) == []  # the other is closed at once, not waited for
+        assert all(closed_by_server(sock, within=5) for sock in silent)
+    finally:
+        for sock in silent:
+            sock.close()
+
+
 @pytest.mark.process
 def test_header_timeout_does_not_cut_a_slow_collection(
     simulator: FaultyServer, exporter_factory: Callable[..., ExporterProcess]

@@ -248,3 +248,39 @@ def test_user_names_do_not_leak_by_timing_when_costs_differ() -> None:
     unknown, alice, bob = median_seconds("mallory"), median_seconds("alice"), median_seconds("bob")
     assert 0.6 < unknown / alice < 1.6, (unknown, alice)
     assert 0.6 < unknown / bob < 1.6, (unknown, bob)
+
+
+class Clock:
+    """`time` for the auth module: bcrypt checks take what the test says; sleeps are noted."""
+
+    def __init__(self, took: list[float]) -> None:
+        self.took = took
+        self.now = 0.0
+        self.slept: list[float] = []
+        self._started = False
+
+    def perf_counter(self) -> float:
+        if self._started:  # the end of a check: it took the next figure
+            self.now += self.took.pop(0)
+        self._started = not self._started
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def test_a_failed_check_lasts_the_median_of_the_recent_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bug caught: the padding of a failed check taken from the slowest recent check (or their
+    mean): one check slowed by a busy moment, 2 s here, would make every wrong password wait
+    2 s. Checks took 0.1, 0.1, 2.0, 0.1, 0.1, 0.1 s; the last five
+    have a median of 0.1, so a wrong password whose check took 0.02 s waits 0.08 s more."""
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
+    clock = Clock([0.1, 0.1, 2.0, 0.1, 0.1, 0.1, 0.02])
+    monkeypatch.setattr(webconfig, "time", clock)
+    for _ in range(6):
+        assert not auth.check(header("prom", "wrong"))
+    clock.slept.clear()
+    assert not auth.check(header("mallory", "pw"))
+    assert clock.slept == [pytest.approx(0.08)]
