@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from exporter.collection.reader import Reader
 from tests.fake_api import FaultyServer, FaultySimulator
 from tests.helpers.binaries import PrometheusRelease, require_prometheus
 from tests.helpers.pki import _issue, _name, _write_key
@@ -28,6 +29,24 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("NSML_EXPORTER_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _readers_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every reader a test starts is closed when the test ends. A reader left open reads on in
+    the background of the tests after it: its threads, CPU and garbage made one of them fail
+    (`gc.collect()` found a leftover reader's cycles) once the order changed."""
+    started: list[Reader] = []
+    run = Reader._run  # starts the threads, from `start` or a first scrape
+
+    def recorded(reader: Reader) -> bool:
+        started.append(reader)
+        return run(reader)
+
+    monkeypatch.setattr(Reader, "_run", recorded)
+    yield
+    for reader in started:
+        reader.close()
 
 
 @pytest.fixture

@@ -76,6 +76,7 @@ class ExporterServer(ThreadingHTTPServer):
         self.response_timeout = collect_timeout + answer_timeout
         self.stopping = threading.Event()
         self.hurry = threading.Event()  # stop waiting for answers in flight
+        self._stopped = threading.Event()  # `stop` returned: the watchdog ends
         self._max_connections = max_connections
         self._active = 0
         self._lock = threading.Condition()
@@ -147,8 +148,9 @@ class ExporterServer(ThreadingHTTPServer):
             self._lock.notify_all()
 
     def _watch(self) -> None:
+        """Cut what is late, and idle connections once stopping; a last pass after `stop`."""
         while True:
-            time.sleep(0.25)
+            stopped = self._stopped.wait(0.25)
             now = time.monotonic()
             with self._lock:
                 stopping = self.stopping.is_set()
@@ -162,6 +164,8 @@ class ExporterServer(ThreadingHTTPServer):
                 self._lock.notify_all()
             for sock in late:
                 _cut(sock)
+            if stopped:
+                return
 
     def stop(self, grace: float) -> list[str]:
         """Stop accepting, answer the backlog 503, close idle connections, let answers in
@@ -180,6 +184,7 @@ class ExporterServer(ThreadingHTTPServer):
                 )
                 if done:
                     break
+            self._stopped.set()
             return sorted(w.what for w in self._watched.values() if not w.idle)
 
     def _answer_backlog(self, budget: float = 2.0) -> None:
