@@ -92,21 +92,23 @@ def check_failure(
     codes_at_least: int = 1,
     break_it: Callable[[FaultySimulator], None],
     mend: Callable[[FaultySimulator], None],
+    within: float = COLLECT_TIMEOUT + SLACK,
 ) -> str:
     before = scrape_values(stack.exporter.get().text)
     assert value(before, "nsml_up") == 1
     mark = len(stack.exporter.logs())
     break_it(stack.sim)
     try:
-        started = time.monotonic()
         response = stack.exporter.get()
-        elapsed = time.monotonic() - started
     finally:
         mend(stack.sim)
     assert response.status_code == 200
-    assert elapsed < COLLECT_TIMEOUT + SLACK, f"scrape took {elapsed:.1f}s"
     after = scrape_values(response.text)
     assert value(after, "nsml_up") == 0
+    # The exporter's own clock, not the test's (a busy machine delays the test's reading):
+    # the collection gave up by COLLECT_TIMEOUT (or `within`) rather than waiting out the fault.
+    took = value(after, "nsml_scrape_duration_seconds")
+    assert 0 < took < within, f"the collection took {took:.1f}s"
     served = {name for name, _ in after}
     assert not served & {
         "nsml_runs",
@@ -218,17 +220,15 @@ def test_clock_skew_says_to_check_the_clock(stack: Stack) -> None:
 @pytest.mark.process
 def test_429_with_retry_after_is_honoured_then_succeeds(stack: Stack) -> None:
     stack.sim.fault = Fault("status", status=429, retry_after="2", times=1)
-    started = time.monotonic()
-    text = stack.exporter.get().text
-    elapsed = time.monotonic() - started
+    values = scrape_values(stack.exporter.get().text)
     stack.sim.fault = None
-    assert value(scrape_values(text), "nsml_up") == 1
-    assert 2.0 <= elapsed < COLLECT_TIMEOUT
+    assert value(values, "nsml_up") == 1
+    assert 2.0 <= value(values, "nsml_scrape_duration_seconds") < COLLECT_TIMEOUT
 
 
 @pytest.mark.process
 def test_429_whose_retry_after_passes_the_deadline_fails_at_once(stack: Stack) -> None:
-    started = time.monotonic()
+    """Bug caught: a Retry-After past the deadline slept until COLLECT_TIMEOUT before failing."""
     line = check_failure(
         stack,
         reason="throttled",
@@ -236,9 +236,9 @@ def test_429_whose_retry_after_passes_the_deadline_fails_at_once(stack: Stack) -
         hint="would pass COLLECT_TIMEOUT",
         break_it=set_fault(Fault("status", status=429, retry_after="60")),
         mend=clear_fault,
+        within=COLLECT_TIMEOUT / 2,
     )
     assert "HTTP 429" in line
-    assert time.monotonic() - started < COLLECT_TIMEOUT  # it did not sit out the minute
 
 
 @pytest.mark.process
@@ -392,10 +392,8 @@ def test_connection_refused(
         "1",
         env=exporter_env(),
     )
-    started = time.monotonic()
-    text = exporter.get().text
-    assert time.monotonic() - started < 9 + SLACK
-    values = scrape_values(text)
+    values = scrape_values(exporter.get().text)
+    assert 0 < value(values, "nsml_scrape_duration_seconds") < 9 + SLACK  # COLLECT_TIMEOUT
     assert value(values, "nsml_up") == 0
     assert value(values, "nsml_collection_errors_total", reason="connection") == 1
     assert value(values, "nsml_api_requests_total", endpoint="runs", code="connection") == 2

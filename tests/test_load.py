@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -49,8 +48,13 @@ def test_fifty_concurrent_scrapes_cost_one_upstream_collection(
 def test_a_stalled_client_does_not_hold_up_other_scrapes(
     simulator: SimulatorServer, exporter_factory: Callable[..., ExporterProcess]
 ) -> None:
+    """Bug caught: connections served one at a time (a plain `HTTPServer`, or a lock around
+    the handler): the scrape waits behind 20 stalled requests until HEADER_TIMEOUT cuts them,
+    60 s here, and times out at 30 s. No wall-time bound: the wait would be the stall's."""
     simulator.sim.set_runs(static_runs(50))
-    exporter = exporter_factory(*exporter_args_for(simulator), env=exporter_env())
+    exporter = exporter_factory(
+        *exporter_args_for(simulator, "--header-timeout", "60"), env=exporter_env()
+    )
     host, port = exporter.url.removeprefix("http://").split(":")
     stalled = []
     for _ in range(20):
@@ -63,10 +67,8 @@ def test_a_stalled_client_does_not_hold_up_other_scrapes(
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         readers.append(sock)
     try:
-        started = time.monotonic()
-        response = requests.get(exporter.url + "/metrics", timeout=10)
+        response = requests.get(exporter.url + "/metrics", timeout=30)
         assert response.status_code == 200 and "nsml_up 1.0" in response.text
-        assert time.monotonic() - started < 2
         assert requests.get(exporter.url + "/healthz", timeout=5).text == "ok\n"
     finally:
         for sock in stalled + readers:

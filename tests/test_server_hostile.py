@@ -230,10 +230,8 @@ def test_a_second_sigterm_ends_the_grace(
     exporter.proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert exporter.proc.poll() is None  # still waiting for the scrape in flight
-    second = time.monotonic()
     exporter.proc.send_signal(signal.SIGINT)
-    assert exporter.proc.wait(10) == 0
-    assert time.monotonic() - second < 3
+    assert exporter.proc.wait(10) == 0  # the API answers the scrape only 20 s after it began
     assert "again: not waiting for answers in flight" in exporter.logs()
     simulator.sim.latency = 0.0
 
