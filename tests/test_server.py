@@ -251,17 +251,19 @@ def test_a_request_trickling_in_is_cut_at_the_header_deadline(
         *exporter_args_for(simulator, "--header-timeout", "2"), env=exporter_env()
     )
     host, port = exporter.url.removeprefix("http://").split(":")
+    """Bug caught: a deadline that each header line renews (an idle timeout) or none at all:
+    the 20 lines, 10 s of them, all go through. Counted in lines sent, not seconds."""
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        started = time.monotonic()
         sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        sent = 0
         try:
             for n in range(20):  # a header line every half second: never idle, never done
                 sock.sendall(f"X-{n}: y\r\n".encode())
+                sent += 1
                 time.sleep(0.5)
         except OSError:
             pass
-        cut = time.monotonic() - started
-    assert cut < 4, cut
+    assert sent < 20, "the request was never cut"
 
 
 def threads(pid: int) -> int:
