@@ -408,3 +408,15 @@ def test_a_directory_as_web_config_file_is_named_as_one(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as missing:
         parse_args(["--demo", "--web-config-file", str(tmp_path / "web.yml")])
     assert f"{tmp_path / 'web.yml'}: no such file" in str(missing.value)
+
+
+def test_an_unreadable_key_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug caught (issue 28): a key file the exporter's user may not read gave a
+    `PermissionError` traceback. (These tests run as root, who may read anything: the check
+    is made unreadable instead of the file.)"""
+    (tmp_path / "access-key").write_text("a")
+    (tmp_path / "secret-key").write_text("s")
+    monkeypatch.setattr("exporter.settings.os.access", lambda path, mode: False)
+    with pytest.raises(ConfigError) as caught:
+        parse_args(["--secrets-dir", str(tmp_path)])
+    assert f"{tmp_path / 'access-key'} cannot be read (permission denied)" in str(caught.value)

@@ -284,3 +284,20 @@ def test_a_failed_check_lasts_the_median_of_the_recent_checks(
     clock.slept.clear()
     assert not auth.check(header("mallory", "pw"))
     assert clock.slept == [pytest.approx(0.08)]
+
+
+def test_an_unreadable_web_config_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug caught (issue 28): a web-config file in a folder the exporter's user may not read
+    gave a `PermissionError` traceback and exit 1."""
+    config = tmp_path / "web.yml"
+    config.write_text("basic_auth_users: {}\n")
+
+    def refused(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_text", refused)
+    with pytest.raises(ConfigError) as caught:
+        webconfig.load_web_config(config)
+    assert f"{config}: cannot read it (Permission denied)" in str(caught.value)
