@@ -127,10 +127,13 @@ def fetch(
     ],
 )
 def test_reads_every_run_with_the_fewest_requests(count: int, size: int, requests: int) -> None:
+    """Bugs caught: a page too many or too few asked for; the read's page count (its log line)
+    off by one for a list on one short page (`start + 2` as the first page past the plan)."""
     result, api = fetch(paged(runs_of(count)), page_size=size)
     assert len(result.runs) == count
     assert result.total_count == count
     assert sorted(api.pages) == list(range(1, requests + 1))
+    assert result.result is not None and result.result.pages == requests
 
 
 def test_zero_based_paging() -> None:
