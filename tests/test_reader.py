@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -637,14 +638,18 @@ def test_pace_spends_at_most_rate_requests_a_second() -> None:
 
 
 @pytest.mark.usefixtures("quick")
+@pytest.mark.parametrize(
+    "bug", [ValueError("a bug"), RuntimeError("a bug"), CancelledError("a bug")], ids=type
+)
 def test_a_bug_in_the_background_read_is_counted_and_reading_goes_on(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, bug: Exception
 ) -> None:
     """Bug caught: an unexpected exception ending the reading thread for good (the view never
-    read again), passing uncounted, or logged without its traceback."""
+    read again), passing uncounted, or logged without its traceback. A `RuntimeError` or a
+    `CancelledError` is the pool closing only when the reader is closed."""
     source = SlowSource(run_list([api_run("p1", "1")]), seconds=0.0, latency=0.0, pages=1)
     source.newest_first = False
-    source.error = ValueError("a bug")
+    source.error = bug
     collector, registry = collector_on(source, collection_mode="background")
     try:
         collector.shared.get()
@@ -1051,6 +1056,63 @@ def test_a_failed_full_read_is_warned_once_while_it_lasts_and_says_where_it_resu
         assert errors(registry, "http") == 4
     finally:
         collector.close()
+
+
+@pytest.mark.usefixtures("quick")
+def test_a_failed_read_is_over_when_its_page_answers_and_says_where_it_resumes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: the failure kept until the whole read ends (`nsml_up` 0 for a whole read
+    after the API came back), "reading the run list again" said of every read, or said
+    without its page."""
+    runs = run_list([api_run("p1", str(n)) for n in range(1, 4)])
+    source = SlowSource(runs, seconds=0.0, latency=0.0, pages=3)
+    source.newest_first = False
+    source.error = HTTPStatusError("page 1: HTTP 500", status=500)
+    collector, registry = collector_on(source, collection_mode="background")
+    reader = collector.reader
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter"):
+            collector.shared.get()
+            wait_until(lambda: errors(registry, "http") >= 1)
+            source.gate = threading.Event()  # the next read stops after its first page
+            source.error = None
+            wait_until(lambda: len(reader.store) == 1)
+            assert reader.state.failure is None  # before the read's end: the page answered
+            source.gate.set()
+            reads = source.reads
+            wait_until(lambda: source.reads >= reads + 2)  # and more reads, that never failed
+    finally:
+        collector.close()
+    again = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
+    assert again == ["reading the run list again from page 1"]
+
+
+@pytest.mark.parametrize(("step", "lines"), [(0.0, 0), (31.0, 1)])
+def test_warming_progress_is_logged_at_most_every_30_seconds(
+    caplog: pytest.LogCaptureFixture, step: float, lines: int
+) -> None:
+    """Bug caught: the pace of the warming line (`clock() - last >= PROGRESS_EVERY`) written
+    with `+`, or without the time since the last line: a line at every page of a long read.
+    The reader's clock moves `step` seconds each time it is read; SlowSource's read has one
+    page after its first, so one chance to log."""
+    source = SlowSource(run_list([api_run("p1", "1")]), seconds=0.0, latency=0.0, pages=20)
+    collector, _ = collector_on(source, collection_mode="background")
+    now = [1_000_000.0]
+
+    def clock() -> float:
+        now[0] += step
+        return now[0]
+
+    collector.reader._clock = clock
+    try:
+        with caplog.at_level(logging.INFO, logger="exporter"):
+            collector.shared.get()
+            wait_until(lambda: collector.reader.state.complete)
+    finally:
+        collector.close()
+    warming = [r for r in caplog.records if r.getMessage().startswith("warming: read ")]
+    assert len(warming) == lines
 
 
 def test_reading_on_scrape_begins_at_start_once_and_not_in_the_background() -> None:
