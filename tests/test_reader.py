@@ -439,6 +439,7 @@ class SlowSource(FakeSource):
         self.cpu = 0.0
         self.cpu_used = 0.0
         self.gate: threading.Event | None = None  # when set: the rest waits for it
+        self.past_total = self.moved = 0  # what the read says it found (RunList)
 
     def read_runs(
         self,
@@ -470,7 +471,9 @@ class SlowSource(FakeSource):
         self.cpu_used += self.cpu * (self.pages - 1)
         take(self.runs[1:])
         progress.pages = self.pages
-        return RunList(len(self.runs), self.pages, 1, self.newest_first)
+        return RunList(
+            len(self.runs), self.pages, 1, self.newest_first, self.past_total, self.moved
+        )
 
 
 def collector_on(source: SlowSource, **settings: Any) -> tuple[NsmlCollector, CollectorRegistry]:
@@ -1086,6 +1089,40 @@ def test_a_failed_read_is_over_when_its_page_answers_and_says_where_it_resumes(
         collector.close()
     again = [r.getMessage() for r in caplog.records if "again" in r.getMessage()]
     assert again == ["reading the run list again from page 1"]
+
+
+def test_a_full_read_says_what_it_found_once_and_sets_the_heads_reach(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: the head read after a full read reaching a page further than the list
+    moved (a request more every 10 s), the completion said at INFO for every reconciliation
+    (not only the first), the runs past `totalCount` not warned as they are, or the list's
+    order not said once found."""
+    runs = run_list([api_run("p1", str(n)) for n in range(1, 4)])
+    source = SlowSource(runs, seconds=0.0, latency=0.0, pages=3)
+    source.past_total, source.moved = 2, 3  # runs of 1 a page: 3 pages moved
+    collector, _ = collector_on(source, collection_mode="background")
+    reader = collector.reader
+    try:
+        with caplog.at_level(logging.DEBUG, logger="exporter"):
+            collector.shared.get()
+            wait_until(lambda: source.reads >= 2 and reader.state.complete)
+            assert reader._head_pages == 1 + 3  # page 1, and as far as the list moved
+            source.moved = 0
+            reads = source.reads
+            wait_until(lambda: source.reads >= reads + 2)
+            assert reader._head_pages == 1
+    finally:
+        collector.close()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    done = [level for level, line in said if line.startswith("read the whole run list: 3 runs")]
+    assert done[0] == logging.INFO and set(done[1:]) == {logging.DEBUG} and len(done) >= 3
+    assert (
+        logging.WARNING,
+        "the API listed 2 runs past its own totalCount: they are counted",
+    ) in said
+    order = [line for _, line in said if line.startswith("the run list is newest first")]
+    assert order == ["the run list is newest first: its head is read every 10s"]
 
 
 @pytest.mark.parametrize(("step", "lines"), [(0.0, 0), (31.0, 1)])
