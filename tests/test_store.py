@@ -577,14 +577,15 @@ def test_a_duration_just_past_a_bound_lands_above_it() -> None:
         ("9999-12-31 23:59:59", "9999-12-31 23:59:59"),
         ("0001-01-01 00:00:00", "2024-09-03 10:00:00"),
         ("2024-09-03 10:00:00", "9999-12-31 23:59:59"),
-        ("0001-01-01T00:00:00+09:00", "2024-09-03 10:00:00"),  # overflows converting
+        ("0001-01-01T00:00:00+09:00", "2024-09-03 10:00:00"),  # year 0 in UTC
     ],
 )
 def test_a_time_the_store_cannot_keep_fails_the_read_naming_the_run(
     created: str, updated: str
 ) -> None:
     """Bug caught: a sentinel date (year 9999), in either field, packed past its bits into
-    the next field; or a time that cannot even be converted raising something else."""
+    the next field; or a time at datetime's very ends (before year 1 in UTC) raising
+    something else than `InvalidResponseError`."""
     store = RunStore(rules())
     with pytest.raises(InvalidResponseError) as raised:
         store_of_into(store, [api_run("p1", "7", created=created, updateTime=updated)])

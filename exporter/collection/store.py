@@ -84,11 +84,8 @@ def compact(name: str) -> Name:
 def _milliseconds(run: Run, zone: tzinfo) -> tuple[int, int]:
     """A listed run's createTime and updateTime in milliseconds, if the store can keep them.
     Raises `InvalidResponseError` otherwise."""
-    try:
-        created = api_milliseconds(run["createTime"], zone)
-        updated = api_milliseconds(run["updateTime"], zone)
-    except OverflowError:
-        created = updated = _TIME_OFFSET  # out of range: refused below
+    created = api_milliseconds(run["createTime"], zone)  # exact arithmetic: never overflows
+    updated = api_milliseconds(run["updateTime"], zone)
     if -_TIME_OFFSET <= created < _TIME_OFFSET and -_TIME_OFFSET <= updated < _TIME_OFFSET:
         return created, updated
     raise InvalidResponseError(
