@@ -11,6 +11,7 @@ go at the next one: "never further from the truth than the changes of one reconc
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -317,14 +318,63 @@ def test_times_with_fractions_leave_exactly_what_they_brought() -> None:
     assert snap.durations == {} and snap.finished_ages == {}
 
 
+@pytest.mark.parametrize(
+    ("field", "attribute"),
+    [
+        ("creator", "creator"),
+        ("status", "status"),
+        ("runType", "run_type"),
+        ("projectName", "project"),
+    ],
+)
+def test_a_held_run_whose_field_becomes_a_string_never_seen_takes_it(
+    field: str, attribute: str
+) -> None:
+    """Bug caught: the path for a run already held taking a string the store has never seen
+    for one it knows (its lookups' `or` as `and`): the page fails with a `TypeError`, or the
+    run keeps its old value."""
+    before = api_run("p1", "1", IN_PROGRESS)
+    store = store_of([before, api_run("p1", "2", COMPLETED)])
+    page = {"runList": [{**before, field: "never-seen"}], "totalCount": 1}
+    assert store.put_runs(decode_page(json.dumps(page).encode())["runList"]) == 0
+    (record,) = [record for record in contents(store) if record.run == "1"]
+    assert getattr(record, attribute) == "never-seen"
+
+
 # -- the stateful test ----------------------------------------------------------------------
 
 NAMES = st.integers(min_value=0, max_value=30).map(str)
 PROJECTS = st.sampled_from(["p1", "p2"])
 
 
+def listed(records: list[Record]) -> list[Any]:
+    """The records as a page lists them, decoded: what the readers give `put_runs`."""
+
+    def when(moment: float) -> str:
+        return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    runs = [
+        api_run(
+            r.project_id,
+            r.run,
+            r.status,
+            created=when(r.created),
+            updateTime=when(r.updated),
+            runType=r.run_type,
+            projectName=r.project,
+            creator=r.creator,
+        )
+        for r in records
+    ]
+    return list(
+        decode_page(json.dumps({"runList": runs, "totalCount": len(runs)}).encode())["runList"]
+    )
+
+
 class StoreMachine(RuleBasedStateMachine):
-    """The store against a model of the API's list (`truth`), under any interleaving."""
+    """The store against a model of the API's list (`truth`), under any interleaving. Pages
+    and heads go in through `put_runs` as the readers put them, details through `set_status`.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -372,13 +422,17 @@ class StoreMachine(RuleBasedStateMachine):
         """Some runs of the list as it is now: a page, maybe one already read."""
         if self.truth:
             keys = data.draw(st.lists(st.sampled_from(sorted(self.truth)), max_size=5))
-            for key in keys:
-                self.store.put(self.truth[key])
+            self._put_page([self.truth[key] for key in keys])
 
     @rule(count=st.integers(min_value=1, max_value=4))
     def read_head(self, count: int) -> None:
-        for record in sorted(self.truth.values(), key=lambda r: -r.created)[:count]:
-            self.store.put(record)
+        self._put_page(sorted(self.truth.values(), key=lambda r: -r.created)[:count])
+
+    def _put_page(self, page: list[Record]) -> None:
+        """`put_runs` of a page: it says how many runs of it the store did not hold."""
+        held = {record.key for record in contents(self.store)}
+        new = len({record.key for record in page} - held)
+        assert self.store.put_runs(listed(page)) == new
 
     @rule(data=st.data())
     def read_detail(self, data: st.DataObject) -> None:
@@ -405,8 +459,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def complete(self) -> None:
         """The pass reads what it had not read yet, to the list's end, and sweeps."""
-        for record in self.truth.values():
-            self.store.put(record)
+        self._put_page(list(self.truth.values()))
         self.store.end_pass()
         self.passing = False
         held = {record.key: record for record in contents(self.store)}
