@@ -318,6 +318,21 @@ def test_times_with_fractions_leave_exactly_what_they_brought() -> None:
     assert snap.durations == {} and snap.finished_ages == {}
 
 
+def test_a_held_run_that_finished_moves_out_of_its_series_and_counts() -> None:
+    """Bug caught: a held run whose page changed written into its record without leaving and
+    entering the aggregates (the "unchanged" test of `put_runs` inverted): the run finished,
+    its record says so, but `nsml_runs` still counts it in progress, with its series."""
+    live = api_run("p1", "1", IN_PROGRESS)
+    store = store_of([live, api_run("p1", "2", COMPLETED)])
+    done = {**live, "status": COMPLETED, "updateTime": "2024-09-03 11:00:00"}
+    store.put_runs(
+        decode_page(json.dumps({"runList": [done], "totalCount": 1}).encode())["runList"]
+    )
+    assert served(store.snapshot(STATUSES, now=NOW, duration=0)) == served(
+        snapshot([done, api_run("p1", "2", COMPLETED)])
+    )
+
+
 @pytest.mark.parametrize(
     ("field", "attribute"),
     [
