@@ -268,9 +268,14 @@ def settings_warnings(settings: Settings) -> list[str]:
     if warning := unknown_variables_warning():
         found.append(warning)
     if settings.request_timeout > settings.collect_timeout:
+        what = (
+            "no request waits past COLLECT_TIMEOUT, so it acts as COLLECT_TIMEOUT"
+            if settings.collection_mode == "scrape"
+            else "requests for a scrape give up at COLLECT_TIMEOUT first; only pages read in "
+            "the background wait that long"
+        )
         found.append(
             f"{setting_label('request_timeout')} ({settings.request_timeout:g}s) is longer than "
-            f"{setting_label('collect_timeout')} ({settings.collect_timeout:g}s): no request "
-            "waits past COLLECT_TIMEOUT, so it acts as COLLECT_TIMEOUT"
+            f"{setting_label('collect_timeout')} ({settings.collect_timeout:g}s): {what}"
         )
     return found

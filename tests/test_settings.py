@@ -354,12 +354,17 @@ def test_a_misspelt_flag_is_given_the_closest_one() -> None:
 
 def test_a_request_timeout_past_collect_timeout_is_warned() -> None:
     """Bug caught (issue 28): a REQUEST_TIMEOUT above COLLECT_TIMEOUT accepted in silence
-    (no request ever waits that long)."""
+    (on scrape no request waits that long; in the background only pages do)."""
     from exporter.cli import settings_warnings
 
     _, longer = parse_args(["--demo", "--request-timeout", "30", "--collect-timeout", "5"])
     (warning,) = settings_warnings(longer)
-    assert "NSML_EXPORTER_REQUEST_TIMEOUT (--request-timeout) (30s)" in warning
+    assert warning.startswith("NSML_EXPORTER_REQUEST_TIMEOUT (--request-timeout) (30s) is longer")
+    assert warning.endswith("only pages read in the background wait that long")
+    flags = ["--demo", "--request-timeout", "30", "--collect-timeout", "5"]
+    _, on_scrape = parse_args([*flags, "--collection-mode", "scrape"])
+    (warning,) = settings_warnings(on_scrape)
+    assert warning.endswith("no request waits past COLLECT_TIMEOUT, so it acts as COLLECT_TIMEOUT")
     _, equal = parse_args(["--demo", "--request-timeout", "5", "--collect-timeout", "5"])
     assert settings_warnings(equal) == []
 
