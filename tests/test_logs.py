@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -54,6 +55,27 @@ def test_json_lines_are_one_object_each(restore_logging: None) -> None:
     logging.getLogger("exporter.test").warning("API said %s", HOSTILE)
     (line,) = stream.getvalue().splitlines()
     assert json.loads(line)["msg"] == f"API said {HOSTILE}"
+
+
+def test_json_lines_have_the_documented_fields(restore_logging: None) -> None:
+    """Bugs caught: a field renamed (`time`, `level`, `logger`, `msg`, `exception`: what log
+    pipelines select on), the level upper-cased, the time not UTC or not to the millisecond,
+    or a traceback dropped."""
+    stream = io.StringIO()
+    setup_logging("info", "json", stream)
+    log = logging.getLogger("exporter.test")
+    log.info("plain")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    plain, failed = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert set(plain) == {"time", "level", "logger", "msg"}
+    assert (plain["level"], plain["logger"], plain["msg"]) == ("info", "exporter.test", "plain")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", plain["time"])
+    assert failed["level"] == "error"
+    assert failed["exception"].startswith("Traceback (most recent call last):")
+    assert failed["exception"].endswith("ValueError: boom")
 
 
 @pytest.mark.process
