@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,6 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.collection.collector import NsmlCollector
+from exporter.collection.details import DetailsView
+from exporter.collection.details_families import details_families
 from exporter.errors import HTTPStatusError
 from exporter.nsml.client import NsmlClient
 from exporter.selfmetrics import ExporterMetrics
@@ -586,3 +589,34 @@ def test_every_error_reason_starts_at_zero_internal_included() -> None:
     scraped = Scraped(scrape([api_run("p1", "1")]))
     assert CollectionError.reason == "internal"
     assert scraped.value("nsml_collection_errors_total", reason="internal") == 0
+
+
+def families_text() -> str:
+    """The HELP and TYPE line of every family the exporter serves about runs, their details
+    and its reading (the self-metrics are prometheus_client's own), in the order served."""
+
+    class Described:
+        def collect(self) -> Any:
+            collector = NsmlCollector(make_settings(), FakeSource(run_list_of()), ExporterMetrics())
+            yield from collector.describe()
+            yield from details_families(DetailsView(projects=()), [])
+
+    registry = CollectorRegistry()
+    registry.register(Described())  # type: ignore[arg-type]
+    lines = generate_latest(registry).decode().splitlines()
+    return "".join(f"{line}\n" for line in lines if line.startswith(("# HELP ", "# TYPE ")))
+
+
+def run_list_of() -> Callable[[float], Runs]:
+    result = run_list([])
+    return lambda deadline: result
+
+
+def test_every_family_says_what_it_is_as_reviewed() -> None:
+    """Bugs caught: a family's help text or type changed by accident (a word lost, a family
+    served as untyped): what users read in `/metrics` and Grafana's metric browser. The lines
+    are kept in tests/fixtures/families.txt: a change shows in review as a diff. To accept
+    one: `python -c "from tests.test_collector import families_text; print(families_text(),
+    end='')" > tests/fixtures/families.txt`."""
+    expected = (Path(__file__).parent / "fixtures" / "families.txt").read_text()
+    assert families_text() == expected
