@@ -383,3 +383,43 @@ def test_a_connection_failure_is_named_by_its_cause_cut_at_a_word(text: str, rea
     from exporter.nsml.api import short_reason
 
     assert short_reason(RequestsConnectionError(text), "x") == reason
+
+
+def test_each_endpoint_is_counted_and_named_by_its_own_name(populated: FaultyServer) -> None:
+    """Bugs caught: a request counted under another endpoint's label (or none) in
+    `nsml_api_requests_total{endpoint}`, or an endpoint's failure not naming what was asked
+    (`run 3 of project p0: HTTP 500`)."""
+    from exporter.errors import HTTPStatusError
+    from exporter.nsml.api import NsmlApi
+
+    observed: list[tuple[str, str]] = []
+    api = NsmlApi(
+        make_settings(base_url=populated.base_url),
+        observe=lambda endpoint, code, seconds: observed.append((endpoint, code)),
+    )
+    deadline = time.monotonic() + 10
+    try:
+        run = populated.sim.runs[0]
+        api.get_page(1, deadline)
+        api.get_projects(1, deadline)
+        api.get_run(run.project_id, run.run_name, deadline)
+        api.get_nodes(run.project_id, run.run_name, 1, deadline)
+        assert observed == [("runs", "200"), ("projects", "200"), ("run", "200"), ("nodes", "200")]
+        failed = {}
+        for endpoint in ("projects", "run", "nodes"):
+            populated.sim.resource_faults[endpoint] = 500
+        for endpoint, call in (
+            ("projects", lambda: api.get_projects(2, deadline)),
+            ("run", lambda: api.get_run(run.project_id, run.run_name, deadline)),
+            ("nodes", lambda: api.get_nodes(run.project_id, run.run_name, 3, deadline)),
+        ):
+            with pytest.raises(HTTPStatusError) as raised:
+                call()
+            failed[endpoint] = str(raised.value)
+    finally:
+        api.close()
+    assert observed[4:] == [("projects", "500"), ("run", "500"), ("nodes", "500")]
+    assert failed["projects"].startswith("projects page 2: HTTP 500")
+    where = f"run {run.run_name} of project {run.project_id}"
+    assert failed["run"].startswith(f"{where}: HTTP 500")
+    assert failed["nodes"].startswith(f"nodes of {where}: HTTP 500")
