@@ -423,3 +423,32 @@ def test_each_endpoint_is_counted_and_named_by_its_own_name(populated: FaultySer
     where = f"run {run.run_name} of project {run.project_id}"
     assert failed["run"].startswith(f"{where}: HTTP 500")
     assert failed["nodes"].startswith(f"nodes of {where}: HTTP 500")
+
+
+def test_a_reason_is_whole_up_to_200_characters_then_cut_at_a_word() -> None:
+    """Bugs caught: the bound off by one (a 200-character reason cut, or a 201-character one
+    kept), a cut mid-word or without its " ...", an unknown host or an error without text
+    said without its name."""
+    from exporter.nsml.api import short_reason
+
+    prefix = "ValueError: "
+    exact = "a" * (200 - len(prefix))
+    assert short_reason(ValueError(exact)) == prefix + exact
+    words = ("word " * 60).strip()
+    cut = short_reason(ValueError(words))
+    assert cut == (prefix + words)[:200].rsplit(" ", 1)[0] + " ..."
+    assert len(cut) <= 204 and cut.endswith("word ...")
+    at_a_space = "w" * (200 - len(prefix) - 5) + " abcd" + " and more"  # a space at 201
+    assert short_reason(ValueError(at_a_space)) == prefix + "w" * 183 + " ..."
+    longer = "b" * (201 - len(prefix))
+    assert short_reason(ValueError(longer)).endswith(" ...")
+    assert short_reason(ValueError("")) == "ValueError"
+    failed = "Max retries exceeded ([Errno -2] Name or service not known)"
+    assert (
+        short_reason(OSError(failed))
+        == "cannot resolve the host ([Errno -2] Name or service not known)"
+    )
+    assert (
+        short_reason(OSError("CERTIFICATE_VERIFY_FAILED here')"))
+        == "CERTIFICATE_VERIFY_FAILED here"
+    )
