@@ -55,3 +55,26 @@ def test_each_format_of_one_collection_is_rendered_for_itself() -> None:
     assert source.reads == 1
     assert om.endswith(b"# EOF\n") and not text.endswith(b"# EOF\n")
     assert om.count(b"# EOF") == 1  # the shared part's own EOF removed
+
+
+def test_a_new_collection_is_rendered_anew_in_every_encoding() -> None:
+    """Bugs caught: the render kept for the last collection served for the next one (the
+    check of which collection it belongs to inverted), in plain or gzip: a run added since
+    never shown."""
+    runs = [api_run("p1", "1")]
+    source = FakeSource(lambda deadline: run_list(list(runs)))
+    metrics = ExporterMetrics()
+    settings = make_settings(details=False, collection_mode="scrape")
+    collector = NsmlCollector(settings, source, metrics)
+    shown = Exposition(collector, CollectorRegistry())
+    for gzipped in (False, True):
+        first = b"".join(shown.render(PLAIN, gzipped=gzipped))
+        runs.append(api_run("p1", str(len(runs) + 1)))
+        second = b"".join(shown.render(PLAIN, gzipped=gzipped))
+        if gzipped:
+            first, second = gzip.decompress(first), gzip.decompress(second)
+        labels = 'project="name-p1",project_id="p1",run_type="NOTEBOOK"'
+        counted = f'nsml_runs{{{labels},status="RUN_STATE_COMPLETED"}} {len(runs)}.0'.encode()
+        assert counted in second, second
+        assert counted not in first
+    assert source.reads == 4
