@@ -425,3 +425,18 @@ def test_an_unreadable_key_file_is_named(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(ConfigError) as caught:
         parse_args(["--secrets-dir", str(tmp_path)])
     assert f"{tmp_path / 'access-key'} cannot be read (permission denied)" in str(caught.value)
+
+
+def test_config_errors_read_as_one_line_naming_each_setting() -> None:
+    """Bugs caught: several bad settings said as one (or without "invalid settings:"), their
+    problems joined so that one runs into the next, a command-line error wrapped in "invalid
+    setting command line: ...", or a single bad setting not named."""
+    assert str(ConfigError.of({"A": "too big"})) == "invalid setting A: too big"
+    both = ConfigError.of({"A": "too big", "B": "not a number"})
+    assert str(both) == "invalid settings: A: too big; B: not a number"
+    assert str(ConfigError.usage("unrecognized arguments: --x")) == "unrecognized arguments: --x"
+    with pytest.raises(ConfigError) as raised:
+        parse_args(["--demo", "--port", "-1", "--page-size", "0"])
+    assert str(raised.value).startswith("invalid settings: ")
+    assert "NSML_EXPORTER_PORT (--port)" in str(raised.value)
+    assert "NSML_EXPORTER_PAGE_SIZE (--page-size)" in str(raised.value)
