@@ -620,3 +620,51 @@ def test_every_family_says_what_it_is_as_reviewed() -> None:
     end='')" > tests/fixtures/families.txt`."""
     expected = (Path(__file__).parent / "fixtures" / "families.txt").read_text()
     assert families_text() == expected
+
+
+@pytest.mark.parametrize("newest_first", [True, False, None])
+def test_the_reading_families_serve_the_snapshots_values(newest_first: bool | None) -> None:
+    """Bugs caught: a health gauge served with a value other than the snapshot's (warming,
+    progress, store size, view age, the last full read's duration, the list's order, the
+    build info's 1), or `nsml_run_list_newest_first` served before any full read said."""
+    from exporter.collection.snapshot import Snapshot
+
+    collector = NsmlCollector(make_settings(), FakeSource(run_list_of()), ExporterMetrics())
+    snap = Snapshot(
+        ok=False,
+        duration=0.5,
+        finished=1000.0,
+        total_count=7,
+        last_success=900.0,
+        mode="background",
+        view_started=850.0,
+        full_read_seconds=42.0,
+        warming=True,
+        newest_first=newest_first,
+        progress=0.25,
+        stored=6,
+    )
+    served = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in collector.families(snap)
+        for s in family.samples
+    }
+    build = next(key for key in served if key[0] == "nsml_exporter_build_info")
+    assert served.pop(build) == 1
+    expected = {
+        ("nsml_up", ()): 0,
+        ("nsml_api_reported_runs", ()): 7,
+        ("nsml_scrape_duration_seconds", ()): 0.5,
+        ("nsml_collect_timeout_seconds", ()): 9,
+        ("nsml_last_success_timestamp_seconds", ()): 900,
+        ("nsml_collection_mode", ("scrape",)): 0,
+        ("nsml_collection_mode", ("background",)): 1,
+        ("nsml_view_warming", ()): 1,
+        ("nsml_full_read_progress_ratio", ()): 0.25,
+        ("nsml_store_runs", ()): 6,
+        ("nsml_view_age_seconds", ()): 150,
+        ("nsml_full_read_duration_seconds", ()): 42,
+    }
+    if newest_first is not None:
+        expected["nsml_run_list_newest_first", ()] = 1 if newest_first else 0
+    assert served == expected
