@@ -313,16 +313,21 @@ def test_a_node_list_of_exactly_two_full_pages_costs_two_requests() -> None:
 
 
 def test_each_label_of_a_run_comes_from_its_own_field() -> None:
-    """Bug caught: two fields swapped between labels (image type as the GPU server)."""
+    """Bugs caught: two fields swapped between labels (image type as the GPU server); a run
+    whose detail and node list are not read yet failing the scrape or served with another's
+    (a lookup's default lost); a project without a node count served as 0."""
     from prometheus_client import CollectorRegistry, generate_latest
 
     from exporter.collection.details import DetailsView, ProjectInfo, RunInfo
     from exporter.collection.details_families import details_families
     from exporter.collection.snapshot import Record
 
-    series = [Record("p1", "name-p1", "7", "TRAIN", "RUN_STATE_IN_PROGRESS", "u", 0.0, 0.0)]
+    series = [
+        Record("p1", "name-p1", "7", "TRAIN", "RUN_STATE_IN_PROGRESS", "u", 0.0, 0.0),
+        Record("p1", "name-p1", "8", "TRAIN", "RUN_STATE_IN_PROGRESS", "u", 0.0, 0.0),
+    ]
     view = DetailsView(
-        (ProjectInfo("p1", "name-p1", "CHANGING", 3),),
+        (ProjectInfo("p1", "name-p1", "CHANGING", 3), ProjectInfo("p2", "name-p2", "OK", None)),
         {("p1", "7"): RunInfo("NVIDIA A100 80GB x8", "1308", "CUSTOM")},
         {("p1", "7"): {"RUNNING": 2, "PENDING": 1}},
         pending=4,
@@ -344,6 +349,9 @@ def test_each_label_of_a_run_comes_from_its_own_field() -> None:
     assert 'nsml_project_info{project="name-p1",project_id="p1",status="CHANGING"} 1.0' in text
     assert 'nsml_project_nodes{project="name-p1",project_id="p1"} 3.0' in text
     assert "nsml_run_details_pending 4.0" in text
+    assert 'run="8"' not in text  # nothing known of it yet, and nothing made up
+    assert 'nsml_project_info{project="name-p2",project_id="p2",status="OK"} 1.0' in text
+    assert 'nsml_project_nodes{project="name-p2"' not in text
 
 
 def test_a_run_gone_404_is_dropped_quietly(caplog: pytest.LogCaptureFixture) -> None:
