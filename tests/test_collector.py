@@ -668,3 +668,54 @@ def test_the_reading_families_serve_the_snapshots_values(newest_first: bool | No
     if newest_first is not None:
         expected["nsml_run_list_newest_first", ()] = 1 if newest_first else 0
     assert served == expected
+
+
+class RecordedDetails:
+    """A `RunDetails` that notes what the collector asks of it, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.shown = object()
+
+    def follow(self, store: Any, wait_turn: Any) -> None:
+        pass
+
+    def view(self, series: list[Any]) -> Any:
+        self.calls.append(("view", series))
+        return self.shown
+
+    def refresh(self, series: list[Any], versions: dict[Any, Any]) -> None:
+        self.calls.append(("refresh", (series, versions)))
+
+    def refresh_in_background(self, series: list[Any], versions: dict[Any, Any]) -> None:
+        self.calls.append(("refresh_in_background", (series, versions)))
+
+
+@pytest.mark.parametrize("once", [False, True])
+def test_details_are_asked_for_the_runs_with_series_and_served(once: bool) -> None:
+    """Bugs caught: the details asked for no run, or without the versions that tell a run
+    gone (404) from one that changed since; the view not served; `--once` serving the view
+    before reading it (its one chance), or a scrape waiting for the reads."""
+    runs = [api_run("p1", "1", "RUN_STATE_IN_PROGRESS", updateTime="2024-09-03 11:00:00")]
+    result = run_list(runs)
+    details = RecordedDetails()
+    settings = make_settings(collection_mode="scrape")
+    collector = NsmlCollector(
+        settings,
+        FakeSource(lambda deadline: result),
+        ExporterMetrics(),
+        lambda: NOW,
+        details=details,
+        once=once,  # type: ignore[arg-type]
+    )
+    try:
+        snap = collector.shared.get()
+    finally:
+        collector.close()
+    assert snap.details is details.shown
+    (record,) = snap.series
+    asked = ([("p1", "1")], {("p1", "1"): ("RUN_STATE_IN_PROGRESS", record.updated)})
+    if once:
+        assert details.calls == [("refresh", asked), ("view", [("p1", "1")])]
+    else:
+        assert details.calls == [("view", [("p1", "1")]), ("refresh_in_background", asked)]
