@@ -716,3 +716,49 @@ def test_a_detail_without_a_gpu_server_code_gets_an_empty_label() -> None:
     runs = details(NoCode())
     runs.refresh(keys("1"))
     assert runs.view(keys("1")).info[("p1", "1")].gpu_server_code == ""
+
+
+class BareApi(FakeApi):
+    """Details with no more than the API must send (no GPU name, image type or node state),
+    each request noted with the project it asked of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, str, str]] = []
+
+    def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+        self.asked.append(("run", project_id, run_name))
+        return {"status": "RUN_STATE_COMPLETED"}
+
+    def get_nodes(self, project_id: str, run_name: str, page: int, deadline: float) -> Any:
+        self.asked.append(("nodes", project_id, run_name))
+        return {"nodes": [{}], "totalCount": 1}
+
+
+def test_a_bare_detail_reads_as_empty_labels_and_its_status_goes_to_the_store() -> None:
+    """Bugs caught: a run's detail or nodes asked of another project (the run's name as its
+    project), a missing GPU name, image type or node state served as "None" or made up, or
+    the status a detail gives passed on without the time it was read."""
+
+    class Store:
+        def __init__(self) -> None:
+            self.statuses: list[tuple[Key, str, float]] = []
+
+        def set_status(self, key: Key, status: str, when: float) -> None:
+            self.statuses.append((key, status, when))
+
+        def remove(self, key: Key) -> None:
+            raise AssertionError("nothing is gone here")
+
+    api = BareApi()
+    runs = RunDetails(api, make_settings(concurrency=1), Clock(), lambda: 1234.5)  # type: ignore[arg-type]
+    store = Store()
+    runs.follow(store, lambda: None)  # type: ignore[arg-type]
+    key = ("proj-7", "42")
+    runs.refresh([key])
+    view = runs.view([key])
+    assert api.asked == [("run", "proj-7", "42"), ("nodes", "proj-7", "42")]
+    (info,) = view.info.values()
+    assert (info.gpu_server, info.gpu_server_code, info.image_type) == ("", "", "")
+    assert view.nodes[key] == {"": 1}
+    assert store.statuses == [(key, "RUN_STATE_COMPLETED", 1234.5)]
