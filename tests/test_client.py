@@ -131,3 +131,26 @@ def test_a_requests_timeout_is_the_shorter_of_request_timeout_and_the_time_left(
         client.close()
     assert timeouts[0] == 2
     assert 0 < timeouts[1] <= 0.5  # what was left, not REQUEST_TIMEOUT
+
+
+def test_a_run_exists_until_its_detail_answers_404(simulator: Any) -> None:
+    """Bugs caught: a run taken for gone on any error (a 500 would drop it from the store), a
+    404 raised as a failure (a deleted run kept for ever), or the question asked without its
+    deadline or retries."""
+    from tests.helpers.runs import static_runs
+
+    simulator.sim.set_runs(static_runs(3))
+    client = NsmlClient(make_settings(base_url=simulator.base_url, retries=1))
+    run = simulator.sim.runs[0]
+    deadline = time.monotonic() + 10
+    try:
+        assert client.run_exists(run.project_id, run.run_name, deadline) is True
+        assert client.run_exists(run.project_id, "no-such-run", deadline) is False
+        simulator.sim.resource_faults["run"] = 500
+        with pytest.raises(HTTPStatusError) as raised:
+            client.run_exists(run.project_id, run.run_name, deadline)
+        assert raised.value.status == 500
+        with pytest.raises(RequestTimeoutError):
+            client.run_exists(run.project_id, run.run_name, time.monotonic() - 1)
+    finally:
+        client.close()
