@@ -324,3 +324,24 @@ def test_only_the_first_64_elements_are_read() -> None:
     junk = ["application/x-junk"] * (MAX_ELEMENTS - 1)
     assert negotiate(", ".join([*junk, "text/plain"])) is not None  # the 64th is read
     assert negotiate(", ".join([*junk, "application/x-junk", "text/plain"])) is None
+
+
+@pytest.mark.parametrize(
+    ("accept", "served"),
+    [
+        # the more specific range decides: text/* at 0.1 beats */* at 0.9 for text/plain
+        ("text/*;q=0.1, */*;q=0.9", "application/openmetrics-text 1.0.0"),
+        ("*/*;q=0.9, text/*;q=0.1", "application/openmetrics-text 1.0.0"),
+        # an exact type beats its type/*: text/plain refused although text/* is welcome
+        ("text/plain;q=0, text/*;q=0.5", None),
+        ("text/*;q=0.5, text/plain;q=0", None),
+        # an exact type with a version beats the same type without
+        ("text/plain;version=0.0.4;q=0, text/plain;q=0.5", "text/plain 1.0.0"),
+        ("text/plain;q=0.5, text/plain;version=0.0.4;q=0", "text/plain 1.0.0"),
+    ],
+)
+def test_the_most_specific_range_sets_a_formats_weight(accept: str, served: str | None) -> None:
+    """Bugs caught: the ranks of RFC 9110's ranges (`*/*` < `type/*` < `type/sub` < with
+    parameters) merged or swapped, so a broader range's weight wins over a narrower one."""
+    choice = negotiate(accept)
+    assert (f"{choice.format.media_type} {choice.format.version}" if choice else None) == served
