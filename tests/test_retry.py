@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from exporter.errors import AuthError, ThrottledError
+from exporter.errors import AuthError, HTTPStatusError, ThrottledError
 from exporter.nsml.retry import backoff, with_retries
 
 
@@ -74,3 +74,23 @@ def test_a_wait_that_would_pass_the_deadline_fails_at_once_saying_so() -> None:
             call, retries=2, deadline=time.monotonic() + 5, what="page 1", sleep=slept.append
         )
     assert slept == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ThrottledError("page 1: HTTP 429", retryable=True, retry_after=7.0),
+        HTTPStatusError("page 1: HTTP 503", retryable=True, retry_after=7.0, status=503),
+    ],
+    ids=["429", "503"],
+)
+def test_a_retry_after_of_429_or_503_is_waited_for(error: Exception) -> None:
+    """Bug caught: the Retry-After of a 503 (or a 429) dropped on its way into the error, so
+    an API that asked for 7 s is asked again within a second."""
+    slept: list[float] = []
+    flaky = Flaky(1, error)
+    deadline = time.monotonic() + 60
+    assert (
+        with_retries(flaky, retries=1, deadline=deadline, what="page 1", sleep=slept.append) == "ok"
+    )
+    assert slept == [7.0]
