@@ -762,3 +762,24 @@ def test_a_bare_detail_reads_as_empty_labels_and_its_status_goes_to_the_store() 
     assert (info.gpu_server, info.gpu_server_code, info.image_type) == ("", "", "")
     assert view.nodes[key] == {"": 1}
     assert store.statuses == [(key, "RUN_STATE_COMPLETED", 1234.5)]
+
+
+def test_reads_that_keep_failing_are_named_by_what_they_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: a failing node list named as a detail (or the reverse), the names run
+    together, or the count of reads named wrong: the one line an operator reads to find which
+    runs the API cannot serve."""
+    api, clock = FakeApi(), Clock()
+    api.fail["run", "1"] = HTTPStatusError("HTTP 500", status=500)
+    api.fail["nodes", "2"] = HTTPStatusError("HTTP 500", status=500)
+    runs = details(api, clock)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            runs.refresh(keys("1", "2"))
+            clock.now += 3600  # past every back-off
+    named = [r.getMessage() for r in caplog.records if "keep failing" in r.getMessage()]
+    assert named == [
+        "details: 2 read(s) keep failing, asked again only after a back-off: "
+        "nodes of run 2 of project p1, detail of run 1 of project p1"
+    ]
