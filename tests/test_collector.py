@@ -524,15 +524,18 @@ def test_a_failed_collection_serves_no_finished_run_families() -> None:
 
 def test_a_future_run_among_past_ones_is_warned_once(caplog: pytest.LogCaptureFixture) -> None:
     """Bug caught: the future-time check made on the oldest series (10:00) instead of the
-    newest (23:00), so a wrong TIMEZONE goes unsaid whenever one older run exists."""
+    newest (23:00), so a wrong TIMEZONE goes unsaid whenever one older run exists; or the
+    line said without the run, its project, how far ahead it is, or the zone set."""
     runs = [
         api_run("p1", "1", "RUN_STATE_IN_PROGRESS", created="2024-09-03 10:00:00"),
         api_run("p1", "2", "RUN_STATE_IN_PROGRESS", created="2024-09-03 23:00:00"),
     ]
-    generate_latest(scrape(runs))
+    generate_latest(scrape(runs, timezone="Asia/Seoul"))
     warnings = [r for r in caplog.records if "TIMEZONE" in r.getMessage()]
-    assert len(warnings) == 1
-    assert "run 2 " in warnings[0].getMessage()
+    assert [w.getMessage() for w in warnings] == [
+        "run 2 of project name-p1 was created 39600s in the future: its times are probably "
+        "not in NSML_EXPORTER_TIMEZONE (--timezone) Asia/Seoul; set the API's zone"
+    ]
 
 
 def test_runs_within_two_minutes_ahead_are_clock_drift_not_a_timezone(
