@@ -78,3 +78,37 @@ def test_no_api_key_header_when_none_is_set() -> None:
     api = FakeAdapter(lambda page, size: (200, load_fixture("docs_example_page.json")))
     fetch_runs(NsmlClient(make_settings(), adapter=api), deadline=1e18)
     assert "x-ncp-apigw-api-key" not in api.calls[0].headers
+
+
+def test_the_simulated_gateway_refuses_as_the_reference_says() -> None:
+    """The simulator's gateway (`gateway_check`) is what every test's signing is checked
+    against. Bugs caught: a missing header taken for a present one (then refused for another
+    reason, or let through), the timestamp window off (5 minutes either way), the access key
+    or API key not checked, or a signature for another request accepted."""
+    from http.client import HTTPMessage
+
+    from exporter.nsml.signing import gateway_check
+
+    uri, now = "/nsml/v1/projects/runs?page=1&pageSize=10", 1_700_000_000.0
+
+    def check(headers: dict[str, str], api_key: str | None = None, at: float = now) -> object:
+        message = HTTPMessage()  # as http.server gives it: names without case
+        for name, value in headers.items():
+            message[name] = value
+        return gateway_check(
+            message, "GET", uri, access_key=ACCESS, secret_key=SECRET, api_key=api_key, now=at
+        )
+
+    good = signed_headers(SECRET, ACCESS, "GET", uri, int(now * 1000))
+    assert check(good) is None
+    for name in good:
+        rest = {k: v for k, v in good.items() if k != name}
+        assert check(rest) == (401, "missing authentication headers")
+    window = (401, "timestamp is out of the allowed window (5 minutes)")
+    assert check(good, at=now + 300) is None and check(good, at=now - 300) is None
+    assert check(good, at=now + 300.002) == window and check(good, at=now - 300.002) == window
+    assert check({**good, "x-ncp-iam-access-key": "someone-else"}) == (401, "unknown access key")
+    other = signed_headers(SECRET, ACCESS, "GET", uri + "0", int(now * 1000))
+    assert check(other) == (401, "signature mismatch")
+    assert check(good, api_key="k") == (401, "invalid API key")
+    assert check({**good, "x-ncp-apigw-api-key": "k"}, api_key="k") is None
