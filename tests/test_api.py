@@ -5,6 +5,9 @@ and a CONNECT tunnel, both with credentials)."""
 from __future__ import annotations
 
 import base64
+import io
+import json
+import re
 import select
 import socket
 import socketserver
@@ -13,9 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 
 from exporter.errors import CollectionError, ConnectionFailedError, InvalidResponseError
 from exporter.nsml.client import NsmlClient
@@ -452,3 +459,68 @@ def test_a_reason_is_whole_up_to_200_characters_then_cut_at_a_word() -> None:
         short_reason(OSError("CERTIFICATE_VERIFY_FAILED here')"))
         == "CERTIFICATE_VERIFY_FAILED here"
     )
+
+
+class Answering(HTTPAdapter):
+    """A transport that answers every request with one status and body, noting each URL."""
+
+    def __init__(self, status: int, body: dict[str, object], headers: dict[str, str]) -> None:
+        super().__init__()
+        self.status, self.body, self.headers, self.urls = status, body, headers, []
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kw: Any) -> requests.Response:
+        self.urls.append(request.url or "")
+        raw = json.dumps(self.body).encode()
+        answer = urllib3.HTTPResponse(
+            body=io.BytesIO(raw),
+            headers={"Content-Type": "application/json", **self.headers},
+            status=self.status,
+            preload_content=False,
+        )
+        return self.build_response(request, answer)
+
+
+def test_a_run_is_asked_for_by_its_path_with_every_character_escaped() -> None:
+    """Bug caught: a project id or run name with `/` (or `?`) sent unescaped, so the detail
+    of another resource is asked for, or none."""
+    from exporter.nsml.api import NsmlApi
+
+    answering = Answering(200, {"engFullName": "x", "nodes": [], "totalCount": 0}, {})
+    api = NsmlApi(make_settings(), adapter=answering)
+    try:
+        api.get_run("team/a", "run?7", time.monotonic() + 10)
+        api.get_nodes("team/a", "run?7", 1, time.monotonic() + 10)
+    finally:
+        api.close()
+    paths = [urlsplit(url).path for url in answering.urls]
+    assert paths == [
+        "/nsml/v1/projects/team%2Fa/runs/run%3F7",
+        "/nsml/v1/projects/team%2Fa/runs/run%3F7/nodes",
+    ]
+
+
+def test_an_api_error_is_said_with_its_message_code_and_details() -> None:
+    """Bugs caught: the API's own words dropped from the error (its message, errorCode or
+    details), or a long body not cut at 300 characters; a 401's clock skew (from the answer's
+    Date) said with the wrong sign."""
+    from email.utils import formatdate
+
+    from exporter.errors import AuthError, HTTPStatusError
+    from exporter.nsml.api import NsmlApi
+
+    error = {"errorCode": 100, "message": "Bad Request", "details": "pageSize too big"}
+    api = NsmlApi(make_settings(), adapter=Answering(400, {"error": error}, {}))
+    with pytest.raises(HTTPStatusError) as raised:
+        api.get_page(1, time.monotonic() + 10)
+    assert str(raised.value).endswith("Bad Request (errorCode 100): pageSize too big")
+    long = {"errorCode": 100, "message": "x" * 400}
+    api = NsmlApi(make_settings(), adapter=Answering(400, {"error": long}, {}))
+    with pytest.raises(HTTPStatusError) as cut:
+        api.get_page(1, time.monotonic() + 10)
+    assert ("x" * 299) in str(cut.value) and ("x" * 300) not in str(cut.value)
+    ahead = formatdate(time.time() + 600, usegmt=True)  # the API's clock 10 minutes ahead
+    denied = {"errorCode": 200, "message": "Authentication Failed"}
+    api = NsmlApi(make_settings(), adapter=Answering(401, {"error": denied}, {"Date": ahead}))
+    with pytest.raises(AuthError) as auth:
+        api.get_page(1, time.monotonic() + 10)
+    assert re.search(r"local clock is -(599|600|601)s off the API's", str(auth.value)), auth.value
