@@ -783,3 +783,42 @@ def test_reads_that_keep_failing_are_named_by_what_they_read(
         "details: 2 read(s) keep failing, asked again only after a back-off: "
         "nodes of run 2 of project p1, detail of run 1 of project p1"
     ]
+
+
+def test_the_project_list_is_read_field_by_field_and_its_failure_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: a project's nodeCount, name or status dropped on the way from the API's
+    list to `nsml_project_info` and `nsml_project_nodes` (a missing one made up), or the list's
+    failure said without what failed."""
+    from exporter.collection.details import ProjectInfo
+
+    api = FakeApi()
+    api.projects.append({"projectId": "p3"})  # only what the API must send
+    runs = details(api)
+    runs.refresh([])
+    assert runs.view([]).projects == (
+        ProjectInfo("p1", "one", "CREATED", 3),
+        ProjectInfo("p2", "two", "CHANGING", None),
+        ProjectInfo("p3", "", "", None),
+    )
+    api.fail["projects", ""] = ConnectionFailedError("projects page 1: refused")
+    with caplog.at_level(logging.WARNING):
+        runs.refresh([])
+    said = [r.getMessage() for r in caplog.records if "project list" in r.getMessage()]
+    assert said == ["details: the project list could not be read: projects page 1: refused"]
+
+
+def test_a_run_read_before_and_gone_now_leaves_the_view() -> None:
+    """Bug caught: a run whose detail answers 404 after it was read kept in the view with its
+    old GPU server and node counts (the entries of another key dropped instead)."""
+    api, clock = FakeApi(), Clock()
+    runs = details(api, clock)
+    runs.refresh(keys("1", "2"))
+    assert set(runs.view(keys("1", "2")).info) == {("p1", "1"), ("p1", "2")}
+    api.fail["run", "1"] = HTTPStatusError("run 1: HTTP 404", status=404)
+    clock.now += 3600  # every detail due again
+    runs.refresh(keys("1", "2"))
+    view = runs.view(keys("1", "2"))
+    assert set(view.info) == {("p1", "2")}
+    assert ("p1", "1") not in view.nodes
