@@ -143,11 +143,8 @@ def _serve(
         # An address that is none of this machine's is the address's fault; anything else
         # (in use, a privileged port) the port's.
         blamed = "listen_address" if error.errno == errno.EADDRNOTAVAIL else "port"
-        return _fail_config(
-            ConfigError(
-                setting_label(blamed), f"cannot listen on {where}: {error.strerror or error}"
-            )
-        )
+        problem = f"cannot listen on {where}: {error.strerror or error}"
+        return _fail_config(ConfigError.of({setting_label(blamed): problem}))
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

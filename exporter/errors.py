@@ -94,23 +94,13 @@ REASONS: tuple[str, ...] = (
 class ConfigError(Exception):
     """An invalid setting: the CLI prints `str(self)` as one line and exits 2."""
 
-    def __init__(self, setting: str, problem: str) -> None:
-        self.setting = setting
-        self.problem = problem
-        super().__init__(f"invalid setting {setting}: {problem}")
-
     @classmethod
     def usage(cls, message: str) -> ConfigError:
         """A command line that does not parse (an unknown flag, a flag without its value)."""
-        error = cls("command line", message)
-        error.args = (message,)
-        return error
+        return cls(message)
 
     @classmethod
     def of(cls, problems: dict[str, str]) -> ConfigError:
         """One error naming every (setting, problem), in one line."""
-        if len(problems) == 1:
-            return cls(*next(iter(problems.items())))
-        error = cls(", ".join(problems), "several problems")
-        error.args = ("invalid settings: " + "; ".join(f"{k}: {v}" for k, v in problems.items()),)
-        return error
+        said = "; ".join(f"{setting}: {problem}" for setting, problem in problems.items())
+        return cls(f"invalid setting {said}" if len(problems) == 1 else f"invalid settings: {said}")

@@ -258,18 +258,18 @@ def load_web_config(path: Path | None) -> WebConfig:
         text = path.read_text(encoding="utf-8")
         document = yaml.safe_load(text) or {}
     except OSError as error:
-        raise ConfigError(SETTING, f"{path}: cannot read it ({error.strerror})") from None
+        raise ConfigError.of({SETTING: f"{path}: cannot read it ({error.strerror})"}) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}" if mark is not None else ""
         what = getattr(error, "problem", None) or type(error).__name__
-        raise ConfigError(SETTING, f"{path}{where}: cannot read it as YAML ({what})") from None
+        raise ConfigError.of({SETTING: f"{path}{where}: cannot read it as YAML ({what})"}) from None
     try:
         return _web_config(path.parent, document)
     except _Problem as problem:
         line = _key_lines(text).get(problem.key)
         where = f", line {line}" if line else ""
-        raise ConfigError(SETTING, f"{path}{where}: {problem}") from None
+        raise ConfigError.of({SETTING: f"{path}{where}: {problem}"}) from None
 
 
 def _web_config(base: Path, document: Any) -> WebConfig:
