@@ -29,10 +29,13 @@ def restore_logging() -> Iterator[None]:
 
 
 def test_text_lines_escape_every_control_character(restore_logging: None) -> None:
+    """Bugs caught: a control character written raw (a forged line, a terminal driven), or
+    the line without its time, level and logger."""
     stream = io.StringIO()
     setup_logging("info", "text", stream)
     logging.getLogger("exporter.test").warning("API said %s", HOSTILE)
     (line,) = stream.getvalue().splitlines()
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING exporter.test: API said ", line)
     assert line.endswith(r"API said ok\nFORGED-LINE ERROR exporter: all good\r\x1b[2J\x85\x00end")
 
 
