@@ -63,18 +63,20 @@ def test_json_lines_are_one_object_each(restore_logging: None) -> None:
 def test_json_lines_have_the_documented_fields(restore_logging: None) -> None:
     """Bugs caught: a field renamed (`time`, `level`, `logger`, `msg`, `exception`: what log
     pipelines select on), the level upper-cased, the time not UTC or not to the millisecond,
-    or a traceback dropped."""
+    a traceback dropped, or a project's Korean name written as escapes."""
     stream = io.StringIO()
     setup_logging("info", "json", stream)
     log = logging.getLogger("exporter.test")
-    log.info("plain")
+    log.info("plain 음성인식-팀")
     try:
         raise ValueError("boom")
     except ValueError:
         log.exception("failed")
     plain, failed = (json.loads(line) for line in stream.getvalue().splitlines())
     assert set(plain) == {"time", "level", "logger", "msg"}
-    assert (plain["level"], plain["logger"], plain["msg"]) == ("info", "exporter.test", "plain")
+    assert (plain["level"], plain["logger"]) == ("info", "exporter.test")
+    assert plain["msg"] == "plain 음성인식-팀"
+    assert "음성인식-팀" in stream.getvalue()  # as written, not as \uc74c escapes
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", plain["time"])
     assert failed["level"] == "error"
     assert failed["exception"].startswith("Traceback (most recent call last):")
