@@ -595,8 +595,9 @@ def test_every_error_reason_starts_at_zero_internal_included() -> None:
 
 
 def families_text() -> str:
-    """The HELP and TYPE line of every family the exporter serves about runs, their details
-    and its reading (the self-metrics are prometheus_client's own), in the order served."""
+    """The HELP and TYPE line of every family the exporter serves about runs, their details,
+    its reading and its requests (the process and platform families are prometheus_client's
+    own), in the order served."""
 
     class Described:
         def collect(self) -> Any:
@@ -606,8 +607,11 @@ def families_text() -> str:
 
     registry = CollectorRegistry()
     registry.register(Described())  # type: ignore[arg-type]
+    ExporterMetrics().register(registry)  # the exporter's own counters and histogram
     lines = generate_latest(registry).decode().splitlines()
-    return "".join(f"{line}\n" for line in lines if line.startswith(("# HELP ", "# TYPE ")))
+    described = [line for line in lines if line.startswith(("# HELP ", "# TYPE "))]
+    # `_created` families: the exporter turns them off (`disable_created_metrics`) as it starts.
+    return "".join(f"{line}\n" for line in described if not line.split()[2].endswith("_created"))
 
 
 def run_list_of() -> Callable[[float], Runs]:
