@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from tests.fake_api import FaultyServer, FaultySimulator
 from tests.helpers.binaries import PrometheusRelease, require_prometheus
 from tests.helpers.pki import _issue, _name, _write_key
 from tests.helpers.process import ExporterProcess, start_exporter
-from tests.helpers.release import git
+from tests.helpers.release import build_wheel, git
 from tests.helpers.settings import ACCESS, SECRET
 
 pytest_plugins = ["tests.markers"]  # unit / process / e2e, and the guard on unit tests
@@ -110,14 +109,5 @@ def tagged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
     who = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     git(*who, "commit", "-q", "--allow-empty", "-am", "the working tree", cwd=clone)
     git(*who, "tag", "v0.2.0", cwd=clone)
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"), "."],
-        cwd=clone,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    (wheel,) = (tmp / "dist").glob("*.whl")
+    wheel = build_wheel(clone, tmp / "dist")
     return clone, git("rev-parse", "HEAD", cwd=clone), wheel

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.release import build_wheel
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 
@@ -80,16 +82,7 @@ def test_a_source_archive_of_a_tag_builds_that_version(
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
     assert not (source / ".git").exists()
     assert f"node: {commit}" in (source / ".git_archival.txt").read_text()
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), "."],
-        cwd=source,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    (wheel,) = tmp_path.glob("*.whl")
+    wheel = build_wheel(source, tmp_path)
     assert wheel.name.startswith("nsml_exporter-0.2.0-")
 
 
