@@ -301,3 +301,135 @@ def test_an_unreadable_web_config_file_is_named(
     with pytest.raises(ConfigError) as caught:
         webconfig.load_web_config(config)
     assert f"{config}: cannot read it (Permission denied)" in str(caught.value)
+
+
+# -- a bad file, in process: the whole line the exporter prints ------------------------------
+# (test_security runs a few of these through the command line: exit 2, one line on stderr)
+
+BAD_FILES = [
+    ("[1, 2]\n", "must be a YAML mapping"),
+    (
+        "tls_server_config:\n  cert_file: a\nbasic_auth_user:\n  prom: x\n",
+        "line 3: basic_auth_user is not supported",
+    ),
+    ("zeta: 1\nalpha: 2\n", "line 2: alpha is not supported"),
+    ("tls_server_config: [a]\n", "line 1: tls_server_config must be a mapping"),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  zz: 1\n  ciphers: x\n",
+        "line 4: tls_server_config.ciphers is not supported",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n",
+        "line 1: tls_server_config needs both cert_file and key_file",
+    ),
+    (
+        "tls_server_config:\n  key_file: {key}\n",
+        "line 1: tls_server_config needs both cert_file and key_file",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: ''\n",
+        "line 1: tls_server_config needs both cert_file and key_file",
+    ),
+    (
+        "tls_server_config:\n  cert_file: 7\n  key_file: {key}\n",
+        "line 2: tls_server_config.cert_file must be a file path",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: [k]\n",
+        "line 3: tls_server_config.key_file must be a file path",
+    ),
+    (
+        "tls_server_config:\n  cert_file: /nope.crt\n  key_file: {key}\n",
+        "line 2: tls_server_config.cert_file: no such file /nope.crt",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: nope.key\n",
+        "line 3: tls_server_config.key_file: no such file {folder}/nope.key",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {folder}\n  key_file: {key}\n",
+        "line 2: tls_server_config.cert_file: no such file {folder}",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {key}\n  key_file: {key}\n",
+        "line 2: cannot load cert_file/key_file: ",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n  min_version: TLS9\n",
+        "line 4: tls_server_config.min_version must be one of TLS10, TLS11, TLS12, TLS13",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n  max_version: tls13\n",
+        "line 4: tls_server_config.max_version must be one of TLS10, TLS11, TLS12, TLS13",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n  client_auth_type: Any\n",
+        "line 4: tls_server_config.client_auth_type must be one of NoClientCert, "
+        "RequestClientCert, VerifyClientCertIfGiven, RequireAnyClientCert, "
+        "RequireAndVerifyClientCert",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n",
+        "line 4: client_auth_type RequireAndVerifyClientCert needs "
+        "tls_server_config.client_ca_file",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n"
+        "  client_auth_type: RequestClientCert\n",
+        "line 4: client_auth_type RequestClientCert needs tls_server_config.client_ca_file",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n  client_ca_file: {key}\n",
+        "line 4: cannot load client_ca_file: ",
+    ),
+    (
+        "tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n  client_ca_file: nope\n",
+        "line 4: tls_server_config.client_ca_file: no such file {folder}/nope",
+    ),
+    (
+        "basic_auth_users: [prom]\n",
+        "line 1: basic_auth_users must be a mapping of user names to bcrypt hashes",
+    ),
+    (
+        "# users\nbasic_auth_users:\n  prom: plaintext\n",
+        "line 3: basic_auth_users.prom is not a bcrypt hash",
+    ),
+    (
+        "basic_auth_users:\n  prom: $2b$04$abc\n  ann: 12\n",
+        "line 3: basic_auth_users.ann is not a bcrypt hash",
+    ),
+    (
+        "basic_auth_users:\n  prom: $2x$04$abc\n",
+        "line 2: basic_auth_users.prom is not a bcrypt hash",
+    ),
+    (
+        "a: [\n",
+        "line 2: cannot read it as YAML (expected the node content, but found '<stream end>')",
+    ),
+    (
+        "a: b\n\tc: d\n",
+        "line 2: cannot read it as YAML (found character '\\t' that cannot start any token)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "said"), BAD_FILES)
+def test_a_bad_web_config_is_one_line_naming_the_file_its_line_and_the_problem(
+    pki: dict[str, Path], tmp_path: Path, text: str, said: str
+) -> None:
+    """Bugs caught: a problem named by the wrong key, line or words; a check skipped (a
+    client-auth mode that asks for certificates with no CA to verify them against, a user whose
+    "hash" is a plain password); a key of the file silently ignored."""
+    names = {"crt": pki["server_crt"], "key": pki["server_key"], "folder": tmp_path}
+    path = tmp_path / "web.yml"
+    path.write_text(text.format(**names))
+    with pytest.raises(ConfigError) as caught:
+        webconfig.load_web_config(path)
+    setting = "NSML_EXPORTER_WEB_CONFIG_FILE (--web-config-file)"
+    where = ", " if said.startswith("line ") else ": "
+    expected = f"invalid setting {setting}: {path}{where}{said.format(**names)}"
+    if said.endswith(": "):  # OpenSSL's reason for refusing a file: its words, not ours
+        assert str(caught.value).startswith(expected)
+    else:
+        assert str(caught.value) == expected

@@ -1,0 +1,329 @@
+"""The wiring (`exporter.__main__`) in-process: `main()` as the command runs it, in this
+process, against the in-thread simulator. The same paths as a process are in test_integration
+and test_server; here mutation testing can see which code each test reaches."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import prometheus_client.metrics
+import pytest
+import requests
+
+import exporter.__main__ as entry
+from exporter.web.server import ExporterServer
+from tests.fake_api import FaultyServer
+from tests.helpers.settings import ACCESS, SECRET
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@pytest.fixture(autouse=True)
+def _process_state_restored() -> Iterator[None]:
+    """`main()` sets what a process owns: the root logger, signal handlers, a frozen GC, no
+    `_created` series. Each test gets them back as they were."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    saved = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    yield
+    root.handlers[:], root.level = handlers, level
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+    gc.unfreeze()
+    prometheus_client.metrics.enable_created_metrics()  # type: ignore[no-untyped-call]
+
+
+def keys(simulator: FaultyServer) -> list[str]:
+    return ["--base-url", simulator.base_url, "--access-key", ACCESS, "--secret-key", SECRET]
+
+
+def test_once_prints_the_exposition_and_exits_0(
+    simulator: FaultyServer, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """Bugs caught: `--once` printing nothing, or an exposition other than what `/metrics`
+    answers `Accept: */*` (the text format, not gzipped); exit 1 for a good read; the
+    exporter's own families (process, platform, requests) or `_created` series missing or
+    extra."""
+    assert entry.main(["--once", *keys(simulator)]) == 0
+    out = capsysbinary.readouterr().out.decode()
+    assert "nsml_up 1.0\n" in out
+    assert 'nsml_project_info{project="sandbox"' in out  # the details were read first
+    assert "process_cpu_seconds_total " in out  # ProcessCollector
+    assert "python_info{" in out  # PlatformCollector
+    assert 'nsml_api_requests_total{code="200",endpoint="runs"} 1.0' in out  # ExporterMetrics
+    assert re.search(r"^\w+_created[{ ]", out, re.MULTILINE) is None
+
+
+def test_once_exits_1_when_the_read_fails(
+    simulator: FaultyServer, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """Bug caught: `--once` exiting 0 after a failed read (a cron job would never notice)."""
+    argv = ["--once", *keys(simulator)[:3], "wrong", "--secret-key", SECRET]
+    assert entry.main(argv) == 1
+    assert "nsml_up 0.0\n" in capsysbinary.readouterr().out.decode()
+
+
+def test_demo_once_reads_the_simulators_runs(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    """Bugs caught: `--demo` without keys refused, its keys or URL not handed to the client,
+    `--demo-runs` not reaching the simulator, the simulator left running."""
+    stopped: list[object] = []
+    stop = entry.SimulatorServer.stop
+
+    def recorded(server: Any) -> None:
+        stopped.append(server)
+        stop(server)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(entry.SimulatorServer, "stop", recorded)
+        assert entry.main(["--demo", "--once", "--demo-runs", "7", "--details", "false"]) == 0
+    out = capsysbinary.readouterr().out.decode()
+    assert "nsml_api_reported_runs 7.0\n" in out
+    assert len(stopped) == 1
+
+
+def test_a_bad_setting_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Bug caught: a `ConfigError` from the command line or the web-config file escaping as a
+    traceback, or said without the program's name."""
+    assert entry.main(["--page-size", "0", "--access-key", "a", "--secret-key", "s"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nsml-exporter: invalid setting NSML_EXPORTER_PAGE_SIZE (--page-size)")
+    assert err.count("\n") == 1
+    assert entry.main(["--web-config-file", "/no/such.yml", "--demo"]) == 2
+    assert "NSML_EXPORTER_WEB_CONFIG_FILE" in capsys.readouterr().err
+
+
+def test_warnings_are_logged_as_the_exporter_starts(
+    simulator: FaultyServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bugs caught: the settings' warnings not logged, or logged before logging is set up
+    (lost), or in another format than `LOG_FORMAT` asks for."""
+    argv = ["--once", *keys(simulator), "--request-timeout", "30", "--log-format", "json"]
+    entry.main(argv)
+    lines = capsys.readouterr().err.splitlines()
+    said = [line for line in lines if "NSML_EXPORTER_REQUEST_TIMEOUT" in line]
+    assert len(said) == 1
+    assert said[0].startswith("{") and '"level": "warning"' in said[0]
+
+
+class Serving:
+    """`main()` serving in this (the main) thread: `scrape` waits for its server, `signal`
+    sends this process a signal, as a container runtime or Ctrl-C would."""
+
+    def __init__(self) -> None:
+        self.servers: list[ExporterServer] = []
+        self.ready = threading.Event()
+
+    def server(self) -> ExporterServer:
+        assert self.ready.wait(30), "the exporter did not start serving"
+        return self.servers[0]
+
+    def get(self, path: str = "/metrics") -> requests.Response:
+        return requests.get(f"{self.server().url}{path}", timeout=30)
+
+
+@pytest.fixture
+def serving(monkeypatch: pytest.MonkeyPatch) -> Serving:
+    seen = Serving()
+
+    class Recorded(ExporterServer):
+        def serve_in_thread(self) -> threading.Thread:
+            thread = super().serve_in_thread()
+            seen.servers.append(self)
+            seen.ready.set()
+            return thread
+
+    monkeypatch.setattr(entry, "ExporterServer", Recorded)
+    return seen
+
+
+def in_background(work: Callable[[], None]) -> list[BaseException]:
+    """Run `work` on a thread while the test's main thread runs `main()`; its failure, if any,
+    lands in the returned list."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # reported by the test
+            failures.append(error)
+            os.kill(os.getpid(), signal.SIGTERM)  # end `main()` rather than hang
+
+    threading.Thread(target=run, daemon=True).start()
+    return failures
+
+
+def test_serving_answers_until_sigterm_then_exits_0(
+    simulator: FaultyServer, serving: Serving, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bugs caught: the server not started, or started on another address or port; reading
+    not started; SIGTERM not handled (the default action would kill the test run) or not
+    ending the wait; the stop not logged; a non-zero exit for an asked-for stop."""
+    scraped: list[str] = []
+
+    def scrape_then_stop() -> None:
+        scraped.append(serving.get().text)
+        assert serving.server().server_address[0] == "127.0.0.1"
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    failures = in_background(scrape_then_stop)
+    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]
+    assert entry.main(argv) == 0
+    assert not failures
+    assert "nsml_up 1.0" in scraped[0]
+    err = capsys.readouterr().err
+    assert f"serving {serving.server().url}/metrics (NSML API {simulator.base_url})" in err
+    assert "received SIGTERM, shutting down" in err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2])
+def test_reload_signals_are_logged_and_ignored(
+    simulator: FaultyServer, serving: Serving, capsys: pytest.CaptureFixture[str], signum: int
+) -> None:
+    """Bug caught: SIGHUP (what `kill -HUP` and many tools send to "reload") ending the
+    process mid-scrape with nothing logged, as its default action does."""
+    answers: list[int] = []
+
+    def signal_then_scrape() -> None:
+        serving.server()
+        os.kill(os.getpid(), signum)
+        answers.append(serving.get("/healthz").status_code)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    failures = in_background(signal_then_scrape)
+    assert entry.main([*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]) == 0
+    assert not failures
+    assert answers == [200]
+    name = signal.Signals(signum).name
+    assert f"received {name}: ignored (nothing to reload; SIGTERM stops)" in capsys.readouterr().err
+
+
+def test_a_second_sigint_stops_waiting_for_answers_in_flight(
+    simulator: FaultyServer, serving: Serving, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bugs caught: a second Ctrl-C ignored (the exporter waits out `SHUTDOWN_GRACE` however
+    often it is asked to stop), or the first one taken as the second."""
+    hurried: list[bool] = []
+
+    def interrupt_twice() -> None:
+        server = serving.server()
+        os.kill(os.getpid(), signal.SIGINT)
+        hurried.append(server.hurry.wait(0.2))  # the first asks for a graceful stop only
+        os.kill(os.getpid(), signal.SIGINT)
+        hurried.append(server.hurry.wait(30))
+
+    failures = in_background(interrupt_twice)
+    assert entry.main([*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]) == 0
+    assert not failures
+    assert hurried == [False, True]
+    err = capsys.readouterr().err
+    assert "received SIGINT, shutting down" in err
+    assert "received SIGINT again: not waiting for answers in flight" in err
+
+
+def test_a_port_in_use_exits_2_naming_the_port(
+    simulator: FaultyServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug caught: a port another process holds ending in a traceback, or blamed on the
+    listen address."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", str(port)]
+        assert entry.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        f"nsml-exporter: invalid setting NSML_EXPORTER_PORT (--port): cannot listen on "
+        f"127.0.0.1:{port}: {os.strerror(errno.EADDRINUSE)}"
+    )
+
+
+def test_an_address_not_of_this_machine_exits_2_naming_the_address(
+    simulator: FaultyServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug caught: an address that is none of this machine's blamed on the port."""
+    argv = [*keys(simulator), "--listen-address", "192.0.2.1", "--port", "0"]
+    assert entry.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "nsml-exporter: invalid setting NSML_EXPORTER_LISTEN_ADDRESS (--listen-address): "
+        f"cannot listen on 192.0.2.1:0: {os.strerror(errno.EADDRNOTAVAIL)}"
+    )
+
+
+class Libc:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return 1
+
+
+def test_malloc_arenas_are_limited_to_two_unless_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bugs caught: the limit not set (memory grows with every thread's arena), set to
+    another value or parameter, or set over the user's own `MALLOC_ARENA_MAX`."""
+    libc = Libc()
+    monkeypatch.setattr(entry.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    entry._limit_malloc_arenas()
+    assert libc.calls == [(-8, 2)]  # M_ARENA_MAX
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    entry._limit_malloc_arenas()
+    assert libc.calls == [(-8, 2)]
+
+
+def test_malloc_arenas_are_left_alone_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug caught: a C library that is not glibc (Alpine's musl) failing the start."""
+    libc = Libc()
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setattr(entry.ctypes, "CDLL", lambda name: libc)
+    monkeypatch.setattr(entry.os, "confstr", lambda name: None)
+    entry._limit_malloc_arenas()
+    assert libc.calls == []
+
+    def missing(name: str) -> str:
+        raise ValueError(name)
+
+    monkeypatch.setattr(entry.os, "confstr", missing)
+    entry._limit_malloc_arenas()  # returns, no error
+    monkeypatch.setattr(entry.os, "confstr", lambda name: "glibc 2.36")
+
+    def no_mallopt(name: object) -> object:
+        raise AttributeError("mallopt")
+
+    monkeypatch.setattr(entry.ctypes, "CDLL", no_mallopt)
+    entry._limit_malloc_arenas()
+
+
+def test_ctrl_c_before_serving_exits_130_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bug caught: Ctrl-C during `--once` or start-up ending in a traceback, or with a code a
+    shell does not read as "interrupted" (128 + SIGINT)."""
+
+    def interrupted(argv: list[str] | None = None) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(entry, "main", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        entry.run()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "nsml-exporter: interrupted\n"
+    monkeypatch.setattr(entry, "main", lambda argv=None: 3)
+    with pytest.raises(SystemExit) as exited:
+        entry.run()
+    assert exited.value.code == 3
