@@ -89,7 +89,7 @@ METAVARS = {
     "duration_buckets": "SECONDS,...",
     "finished_age_buckets": "SECONDS,...",
 }
-_BY_TYPE = {int: "N", float: "SECONDS", bool: "true|false", str: "TEXT"}
+_BY_TYPE: dict[object, str] = {int: "N", float: "SECONDS", bool: "true|false", str: "TEXT"}
 _DEFAULT = re.compile(r" \(default: .*?\)(?= \[env:)", re.DOTALL)
 
 
@@ -113,20 +113,16 @@ def _add_setting(
     """pydantic-settings' `add_argument_method`: each setting's flag in its help group, with a
     metavar that says what the value is and its default as it would be typed (no default for
     a setting without one)."""
-    name = kwargs.get("dest", "")
-    field = Settings.model_fields.get(name)
-    if field is None:
-        return parser.add_argument(*names, **kwargs)
-    metavar = str(kwargs.get("metavar", ""))
-    if not metavar.startswith("{"):  # choices stay as argparse shows them
+    name = kwargs["dest"]
+    field = Settings.model_fields[name]  # pydantic-settings adds an argument for settings only
+    if not str(kwargs.get("metavar")).startswith("{"):  # choices stay as argparse shows them
         annotation = field.annotation
-        by_type = _BY_TYPE.get(annotation, "VALUE") if isinstance(annotation, type) else "VALUE"
         kwargs["metavar"] = METAVARS.get(name) or (
-            "A,B,..." if "list" in str(annotation) else by_type
+            "A,B,..." if "list" in str(annotation) else _BY_TYPE[annotation]
         )
     default = field.default
     shown = "" if default is None or default == [] else f" (default: {_shown(default)})"
-    kwargs["help"] = _DEFAULT.sub(shown, str(kwargs.get("help", "")), count=1)
+    kwargs["help"] = _DEFAULT.sub(shown, kwargs["help"])
     return groups[name].add_argument(*names, **kwargs)
 
 

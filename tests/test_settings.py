@@ -440,3 +440,109 @@ def test_config_errors_read_as_one_line_naming_each_setting() -> None:
     assert str(raised.value).startswith("invalid settings: ")
     assert "NSML_EXPORTER_PORT (--port)" in str(raised.value)
     assert "NSML_EXPORTER_PAGE_SIZE (--page-size)" in str(raised.value)
+
+
+# -- the command line in-process: the words a user reads ------------------------------------
+
+
+def refused(argv: list[str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_args(argv)
+    return str(caught.value)
+
+
+def test_an_unknown_flag_is_said_with_every_close_one() -> None:
+    """Bugs caught: the flag before `=` not the one compared (`--page-sise=a=b`), words that
+    are no flag given hints, the hints' punctuation; a hint for a flag only loosely like one
+    (`--pagexx` is not `--page-size`)."""
+    assert refused(["--demo", "--page-sise=a=b", "stray", "--pages", "--pagexx", "--zzz"]) == (
+        "unrecognized arguments: --page-sise=a=b stray --pages --pagexx --zzz "
+        "(--page-sise: did you mean --page-size?; --pages: did you mean --page-size?)"
+    )
+
+
+def test_demo_flags_have_their_defaults_and_types() -> None:
+    """Bugs caught: a `--demo-*` default other than `--help` says, or a value kept as text."""
+    args, _ = parse_args(["--demo"])
+    assert (args.demo_runs, args.demo_latency, args.demo_order) == (240, 0.0, "newest")
+    args, _ = parse_args(["--demo", "--demo-runs", "0", "--demo-latency", "0.5"])
+    assert (args.demo_runs, args.demo_latency) == (0, 0.5)
+    args, _ = parse_args(["--demo", "--demo-order", "arbitrary"])
+    assert args.demo_order == "arbitrary"
+
+
+@pytest.mark.parametrize("argv", [["--demo-runs", "-1"], ["--demo-latency", "-0.5"]])
+def test_negative_demo_flags_are_refused(argv: list[str]) -> None:
+    """Bugs caught: either check skipped, or both needed to refuse."""
+    message = "--demo-runs and --demo-latency must not be negative"
+    assert refused(["--demo", *argv]) == message
+
+
+def test_version_prints_the_name_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"nsml-exporter {__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["--timezone", "Mars/Olympus"],
+            "NSML_EXPORTER_TIMEZONE (--timezone): unknown IANA time zone (e.g. Asia/Seoul, UTC)",
+        ),
+        (
+            ["--log-level", "loud"],
+            "NSML_EXPORTER_LOG_LEVEL (--log-level): "
+            "Input should be 'debug', 'info', 'warning' or 'error'",
+        ),
+    ],
+)
+def test_a_bad_value_is_said_in_the_validators_words(argv: list[str], said: str) -> None:
+    """Bugs caught: pydantic's "Value error, " prefix left in, the setting named in another
+    case or not at all, the value echoed."""
+    assert refused(["--demo", *argv]) == f"invalid setting {said}"
+
+
+def test_a_settings_error_is_said_by_its_first_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings raises `SettingsError` where a source cannot parse a value: its
+    first line is the one a user reads (the rest is the library's traceback-like detail)."""
+    import exporter.cli
+
+    class Broken(exporter.cli.Settings):
+        def __init__(self, **kwargs: object) -> None:
+            raise exporter.cli.SettingsError("error parsing value for field projects\nmore")
+
+    monkeypatch.setattr(exporter.cli, "Settings", Broken)
+    assert refused(["--demo"]) == "error parsing value for field projects"
+
+
+def test_unknown_variables_are_warned_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bugs caught: the warning's words or separators, a `None` warning listed."""
+    from exporter.cli import settings_warnings, unknown_variables_warning
+
+    assert unknown_variables_warning() is None
+    monkeypatch.setenv("NSML_EXPORTER_PAGESIZE", "10")
+    monkeypatch.setenv("NSML_EXPORTER_ZZZ", "1")
+    line = (
+        "ignoring environment variables that are no setting: "
+        "NSML_EXPORTER_PAGESIZE (did you mean NSML_EXPORTER_PAGE_SIZE?), NSML_EXPORTER_ZZZ"
+    )
+    assert unknown_variables_warning() == line
+    _, settings = parse_args(["--demo"])
+    assert settings_warnings(settings) == [line]
+
+
+def test_a_request_timeout_warning_names_both_settings() -> None:
+    """Bug caught: COLLECT_TIMEOUT named by another label in the warning."""
+    from exporter.cli import settings_warnings
+
+    _, longer = parse_args(["--demo", "--request-timeout", "30", "--collect-timeout", "5"])
+    assert settings_warnings(longer) == [
+        "NSML_EXPORTER_REQUEST_TIMEOUT (--request-timeout) (30s) is longer than "
+        "NSML_EXPORTER_COLLECT_TIMEOUT (--collect-timeout) (5s): requests for a scrape give up "
+        "at COLLECT_TIMEOUT first; only pages read in the background wait that long"
+    ]
