@@ -4,11 +4,15 @@ exporter process is needed to show it (the process-level cases are in test_serve
 
 from __future__ import annotations
 
+import base64
 import gzip
+import html
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
+import bcrypt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,7 +20,7 @@ from hypothesis import strategies as st
 from exporter.web.handler import MAX_HEADER_BYTES, MAX_REQUEST_LINE
 from exporter.web.negotiation import Choice
 from exporter.web.server import ExporterServer
-from exporter.web.webconfig import WebConfig
+from exporter.web.webconfig import AuthBusy, BasicAuth, WebConfig
 from tests.helpers.http import exchange as exchange_with
 
 pytestmark = pytest.mark.unit
@@ -149,3 +153,216 @@ def test_connection_closes_exactly_when_a_token_says_close(
     answered = statuses(exchange(server, first + request()))
     closes = any(token.lower() == "close" for token in tokens)
     assert answered == (["200"] if closes else ["200", "200"])
+
+
+# -- every answer, byte for byte --------------------------------------------------------------
+
+
+class Switchable:
+    """An exposition whose body says the format it was asked for, or that fails on demand."""
+
+    failing = False
+
+    def render(self, choice: Choice, gzipped: bool) -> list[bytes]:
+        if self.failing:
+            raise RuntimeError("a bug in rendering")
+        body = f"{choice.content_type}\n".encode()
+        return [gzip.compress(body, mtime=0) if gzipped else body]
+
+
+PASSWORD_HASH = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4))
+
+
+@pytest.fixture(scope="module")
+def routed() -> Iterator[tuple[ExporterServer, Switchable]]:
+    exposition = Switchable()
+    auth = BasicAuth({"prom": PASSWORD_HASH})
+    served = ExporterServer(("127.0.0.1", 0), exposition, WebConfig(auth=auth), header_timeout=2)  # type: ignore[arg-type]
+    served.serve_in_thread()
+    yield served, exposition
+    served.stop(1)
+
+
+TEXT = "text/plain; charset=utf-8"
+VARY = "Vary: Accept, Accept-Encoding"
+PLAIN_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = (
+    "application/openmetrics-text; version=1.0.0; charset=utf-8; escaping=underscores"
+)
+
+
+def without_date(answer: bytes) -> str:
+    """The answer as text, its `Date` line left out (the one field that changes)."""
+    return re.sub(r"Date: [^\r]*\r\n", "", answer.decode("latin-1"))
+
+
+def authorised(*fields: str, user: str = "prom", password: str = "right") -> tuple[str, ...]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return (f"Authorization: Basic {token}", *fields)
+
+
+def head(status: str, length: int, *fields: str, content_type: str = TEXT) -> str:
+    lines = [
+        f"HTTP/1.1 {status}",
+        "Server: nsml-exporter",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {length}",
+        "Connection: close",
+        *fields,
+    ]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+def test_healthz_needs_no_credentials(routed: tuple[ExporterServer, Switchable]) -> None:
+    """Bugs caught: the probe behind basic auth (a kubelet has no password: the pod restarts
+    for ever), its body or headers changed."""
+    answer = exchange(routed[0], request("GET /healthz HTTP/1.1"))
+    assert without_date(answer) == head("200 OK", 3) + "ok\n"
+
+
+def test_a_scrape_without_credentials_is_challenged(
+    routed: tuple[ExporterServer, Switchable],
+) -> None:
+    """Bugs caught: no `WWW-Authenticate` (a browser never asks for the password), the
+    connection kept open after a failed login, the body or status changed."""
+    challenge = 'WWW-Authenticate: Basic realm="nsml-exporter", charset="UTF-8"'
+    for fields in ((), authorised(password="wrong"), authorised(user="mallory")):
+        answer = exchange(routed[0], request("GET /metrics HTTP/1.1", *fields))
+        assert without_date(answer) == head("401 Unauthorized", 13, challenge) + "Unauthorized\n"
+
+
+def test_a_scrape_is_answered_in_the_negotiated_format(
+    routed: tuple[ExporterServer, Switchable],
+) -> None:
+    """Bugs caught: the `Accept` header not read (or another header read for it), the
+    content type not the one chosen, no `Vary` (a cache would serve one client's format to
+    another)."""
+    answer = exchange(routed[0], request("GET /metrics HTTP/1.1", *authorised()))
+    body = f"{PLAIN_TYPE}\n"
+    assert without_date(answer) == head("200 OK", len(body), VARY, content_type=PLAIN_TYPE) + body
+    accept = "Accept: application/openmetrics-text;version=1.0.0"
+    answer = exchange(routed[0], request("GET /metrics HTTP/1.1", *authorised(accept)))
+    body = f"{OPENMETRICS_TYPE}\n"
+    expected = head("200 OK", len(body), VARY, content_type=OPENMETRICS_TYPE) + body
+    assert without_date(answer) == expected
+
+
+def test_a_gzip_scrape_says_its_encoding(routed: tuple[ExporterServer, Switchable]) -> None:
+    """Bugs caught: a gzipped body sent without `Content-Encoding: gzip` (Prometheus would
+    parse the compressed bytes), or `Accept-Encoding` not read."""
+    fields = authorised("Accept-Encoding: gzip")
+    answer = exchange(routed[0], request("GET /metrics HTTP/1.1", *fields))
+    body = gzip.compress(f"{PLAIN_TYPE}\n".encode(), mtime=0)
+    expected = head("200 OK", len(body), VARY, "Content-Encoding: gzip", content_type=PLAIN_TYPE)
+    assert without_date(answer) == expected + body.decode("latin-1")
+
+
+def test_an_unservable_accept_is_406_listing_the_formats(
+    routed: tuple[ExporterServer, Switchable],
+) -> None:
+    """Bug caught: a client that accepts none of the formats sent one anyway, or told nothing
+    of what is served."""
+    answer = exchange(routed[0], request("GET /metrics HTTP/1.1", *authorised("Accept: x/y")))
+    body = (
+        "Not Acceptable. Served: text/plain; version=0.0.4, "
+        "application/openmetrics-text; version=1.0.0, text/plain; version=1.0.0, "
+        "application/openmetrics-text; version=0.0.1\n"
+    )
+    assert without_date(answer) == head("406 Not Acceptable", len(body), VARY) + body
+
+
+def test_a_failed_render_is_500_and_logged(
+    routed: tuple[ExporterServer, Switchable], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bugs caught: a bug in rendering dropping the connection with no answer, or answered
+    without a word in the log."""
+    server, exposition = routed
+    exposition.failing = True
+    try:
+        answer = exchange(server, request("GET /metrics HTTP/1.1", *authorised()))
+    finally:
+        exposition.failing = False
+    body = "internal error, see the exporter's log\n"
+    assert without_date(answer) == head("500 Internal Server Error", len(body)) + body
+    (record,) = [r for r in caplog.records if r.getMessage() == "rendering /metrics failed"]
+    assert record.exc_info is not None
+
+
+def test_the_landing_page_and_unknown_paths(routed: tuple[ExporterServer, Switchable]) -> None:
+    """Bugs caught: the landing page's links, type or escaping; an unknown path answered as
+    something; HEAD sending a body (a keep-alive client would read it as the next answer)."""
+    from exporter import __version__
+
+    answer = exchange(routed[0], request("GET / HTTP/1.1", *authorised()))
+    body = (Path(__file__).parent.parent / "exporter" / "web" / "handler.py").read_text()
+    landing = re.search(r'LANDING = """(.*?)"""', body, re.DOTALL)
+    assert landing is not None
+    page = landing.group(1).format(version=html.escape(__version__))
+    expected = head("200 OK", len(page.encode()), content_type="text/html; charset=utf-8")
+    assert without_date(answer) == expected + page
+    assert '<a href="metrics">Metrics</a>' in page
+    answer = exchange(routed[0], request("GET /nope HTTP/1.1", *authorised()))
+    assert without_date(answer) == head("404 Not Found", 10) + "Not Found\n"
+    answer = exchange(routed[0], request("HEAD /nope HTTP/1.1", *authorised()))
+    assert without_date(answer) == head("404 Not Found", 10)
+
+
+def test_a_flood_of_logins_is_refused_with_429(
+    routed: tuple[ExporterServer, Switchable], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bugs caught: a client refused for a busy bcrypt told nothing of when to come back, or
+    its connection kept open."""
+
+    def busy(self: BasicAuth, header: str | None) -> bool:
+        raise AuthBusy("too many password checks at once")
+
+    monkeypatch.setattr(BasicAuth, "check", busy)
+    answer = exchange(routed[0], request("GET /metrics HTTP/1.1", *authorised()))
+    body = "too many login attempts, try again\n"
+    assert without_date(answer) == head("429 Too Many Requests", len(body), "Retry-After: 1") + body
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        (("Host: y",), "more than one Host"),
+        (("Authorization: a", "Authorization: b"), "more than one Authorization"),
+        (("Content-Length: 0", "Content-Length: 0"), "more than one Content-Length"),
+        (("Content-Length: 5",), "a request here has no body"),
+        (("Transfer-Encoding: chunked",), "a request here has no body"),
+        (("X-Bad: a\0b",), "malformed header field"),
+    ],
+)
+def test_a_bad_header_block_is_400_naming_the_problem(
+    server: ExporterServer, fields: tuple[str, ...], problem: str
+) -> None:
+    """Bugs caught: any one of RFC 9110's and 9112's checks skipped, or said in other words
+    (the body is what a user debugging a proxy reads)."""
+    answer = exchange(server, request("GET /healthz HTTP/1.1", *fields))
+    body = f"400 {problem}\n"
+    assert without_date(answer) == head("400 Bad Request", len(body)) + body
+
+
+def test_hosts_are_checked_by_version(server: ExporterServer) -> None:
+    """Bugs caught: HTTP/1.1 without `Host` answered, HTTP/1.0 without one refused, a
+    `Content-Length: 0` refused as a body, an invalid `Host` taken."""
+    no_host = b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"
+    body = "400 HTTP/1.1 needs a Host\n"
+    assert without_date(exchange(server, no_host)) == head("400 Bad Request", len(body)) + body
+    old = b"GET /healthz HTTP/1.0\r\n\r\n"
+    assert statuses(exchange(server, old)) == ["200"]
+    empty = request("GET /healthz HTTP/1.1", "Content-Length: 0")
+    assert statuses(exchange(server, empty)) == ["200"]
+    bad = b"GET /healthz HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n"
+    assert without_date(exchange(server, bad)).endswith("400 invalid Host\n")
+
+
+def test_oversized_headers_and_blank_request_lines_are_named(server: ExporterServer) -> None:
+    """Bugs caught: the 431's or 400's words; a request line of spaces taken as a request."""
+    pad = "X-Pad: " + "p" * MAX_HEADER_BYTES
+    body = f"431 header fields over {MAX_HEADER_BYTES} bytes\n"
+    expected = head("431 Request Header Fields Too Large", len(body)) + body
+    assert without_date(exchange(server, request("GET /healthz HTTP/1.1", pad))) == expected
+    body = "400 no request line\n"
+    expected = head("400 Bad Request", len(body)) + body
+    assert without_date(exchange(server, b"\r\n   \r\n")) == expected
