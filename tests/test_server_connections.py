@@ -421,3 +421,179 @@ def test_a_stop_past_its_grace_names_the_requests_it_cut(
 def _quietly(exporter: ExporterProcess) -> None:
     with contextlib.suppress(requests.RequestException):
         exporter.get(timeout=10)
+
+
+# -- the server in-process: its threads, deadlines and stop ------------------------------------
+
+
+class Held:
+    """An exposition whose render waits until `release` is set: a request in flight."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.rendering = threading.Event()
+
+    def render(self, choice: Choice, gzipped: bool) -> list[bytes]:
+        self.rendering.set()
+        self.release.wait(30)
+        return [b"nsml_up 1.0\n"]
+
+
+def in_flight(server: ExporterServer) -> socket.socket:
+    """A connection whose `/metrics` request is being answered (its render held)."""
+    sock = socket.create_connection(server.server_address[:2], timeout=10)
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+
+def test_the_servers_threads_are_named_daemons() -> None:
+    """Bugs caught: a thread without its name (a py-spy dump or a hang report reads "Thread-7"),
+    or not a daemon (the process would outlive `main()`)."""
+    server = ExporterServer(("127.0.0.1", 0), Held(), WebConfig())  # type: ignore[arg-type]
+    thread = server.serve_in_thread()
+    try:
+        daemons = {t.name: t.daemon for t in threading.enumerate()}
+        assert thread.name == "http"
+        assert daemons["http"] is True
+        assert daemons["http-watchdog"] is True
+    finally:
+        server.stop(0)
+
+
+def test_the_servers_defaults_are_the_settings_defaults() -> None:
+    """Bug caught: a default that differs from the setting's (a server built without the
+    settings, as tests and embedders do, would behave unlike the exporter)."""
+    from exporter.settings import Settings
+
+    server = ExporterServer(("127.0.0.1", 0), Held(), WebConfig())  # type: ignore[arg-type]
+    server.serve_in_thread()  # `stop` waits for the serving loop to end
+    try:
+        fields = Settings.model_fields
+        assert server.header_timeout == fields["header_timeout"].default
+        assert server.response_timeout == fields["collect_timeout"].default + 60
+        assert server._max_connections == fields["max_connections"].default
+    finally:
+        server.stop(0)
+
+
+def test_an_ipv6_address_is_served() -> None:
+    """Bug caught: an IPv6 listen address (`::`, `::1`) bound as IPv4 (a start-up error)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    server = ExporterServer(("::1", 0), Held(), WebConfig())  # type: ignore[arg-type]
+    server.serve_in_thread()
+    try:
+        assert server.url.startswith("http://[::1]:")
+        assert requests.get(f"{server.url}/healthz", timeout=10).text == "ok\n"
+    finally:
+        server.stop(0)
+
+
+def test_a_silent_connection_is_cut_at_the_header_timeout_and_a_kept_one_is_not() -> None:
+    """Bugs caught: the watchdog never looking at deadlines (a silent socket holds a slot for
+    ever), or cutting every idle connection while not stopping (a keep-alive scraper's
+    connection closed between its scrapes)."""
+    server = ExporterServer(("127.0.0.1", 0), Held(), WebConfig(), header_timeout=0.5)  # type: ignore[arg-type]
+    server.serve_in_thread()
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=20) as silent:
+            assert silent.recv(1) == b""  # cut, well before the 20 s the read would wait
+        with socket.create_connection(server.server_address[:2], timeout=20) as kept:
+            probe = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            for _ in range(2):
+                kept.sendall(probe)
+                answer = b""
+                while not answer.endswith(b"\r\n\r\nok\n"):
+                    piece = kept.recv(4096)
+                    assert piece, f"closed after {answer!r}"
+                    answer += piece
+                time.sleep(0.3)  # more than one watchdog pass, less than the header timeout
+    finally:
+        server.stop(0)
+
+
+def test_a_stop_waits_for_answers_in_flight_within_its_grace() -> None:
+    """Bugs caught: a stop that does not wait (or waits only when hurried), the grace counted
+    backwards, the requests it cut named from the idle connections instead."""
+    exposition = Held()
+    server = ExporterServer(("127.0.0.1", 0), exposition, WebConfig())  # type: ignore[arg-type]
+    server.serve_in_thread()
+    with in_flight(server) as sock:
+        assert exposition.rendering.wait(10)
+        threading.Timer(0.3, exposition.release.set).start()
+        assert server.stop(30) == []  # it waited for the answer
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_a_stop_past_its_grace_returns_what_it_cut() -> None:
+    exposition = Held()
+    server = ExporterServer(("127.0.0.1", 0), exposition, WebConfig())  # type: ignore[arg-type]
+    server.serve_in_thread()
+    idle = socket.create_connection(server.server_address[:2], timeout=10)
+    try:
+        with in_flight(server):
+            assert exposition.rendering.wait(10)
+            assert server.stop(0.2) == ["127.0.0.1 GET '/metrics'"]
+    finally:
+        exposition.release.set()
+        idle.close()
+
+
+def test_a_hurried_stop_does_not_wait() -> None:
+    """Bug caught: a second SIGTERM (`hurry`) not ending the wait for answers in flight."""
+    exposition = Held()
+    server = ExporterServer(("127.0.0.1", 0), exposition, WebConfig())  # type: ignore[arg-type]
+    server.serve_in_thread()
+    try:
+        with in_flight(server):
+            assert exposition.rendering.wait(10)
+            server.hurry.set()
+            assert server.stop(30) == ["127.0.0.1 GET '/metrics'"]  # at once, not in 30 s
+    finally:
+        exposition.release.set()
+
+
+def test_request_errors_are_one_line_and_a_client_gone_is_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: a client that hung up logged as the exporter's error, or a real error
+    logged at debug (or with a traceback)."""
+    server = ExporterServer(("127.0.0.1", 0), Held(), WebConfig())  # type: ignore[arg-type]
+    server.serve_in_thread()
+    caplog.set_level("DEBUG", logger="exporter.web.server")
+    try:
+        for error in (ConnectionResetError(104, "reset"), ValueError("a bug")):
+            try:
+                raise error
+            except (ConnectionResetError, ValueError):
+                server.handle_error(None, ("10.0.0.9", 5000))
+    finally:
+        server.stop(0)
+    said = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records]
+    assert said == [
+        ("DEBUG", "connection from 10.0.0.9 ended: [Errno 104] reset", None),
+        ("ERROR", "request from 10.0.0.9 failed: ValueError('a bug')", None),
+    ]
+
+
+def test_the_canned_answers_are_whole_http_responses() -> None:
+    """Bugs caught: a canned answer's framing (what a client at the cap, at a stop or speaking
+    plain HTTP to TLS reads): its length, or its `Connection: close`."""
+    from exporter.web import server
+
+    assert server.BUSY == (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 26\r\nConnection: close\r\n\r\ntoo many connections, bye\n"
+    )
+    assert server.STOPPING.endswith(
+        b"Content-Length: 14\r\nConnection: close\r\n\r\nshutting down\n"
+    )
+
+
+def test_cutting_a_closed_connection_is_no_error() -> None:
+    """Bug caught: the watchdog dying on a connection its thread closed first."""
+    from exporter.web.server import _cut
+
+    sock = socket.socket()
+    sock.close()
+    _cut(sock)
