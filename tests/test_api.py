@@ -524,3 +524,41 @@ def test_an_api_error_is_said_with_its_message_code_and_details() -> None:
     with pytest.raises(AuthError) as auth:
         api.get_page(1, time.monotonic() + 10)
     assert re.search(r"local clock is -(599|600|601)s off the API's", str(auth.value)), auth.value
+
+
+class Resetting(socketserver.ThreadingTCPServer):
+    """Accepts, reads a request, and resets the connection (RST, no answer): a broken load
+    balancer. Counts the connections made to it."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        self.connections = 0
+        super().__init__(("127.0.0.1", 0), self.Handler)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.server.connections += 1  # type: ignore[attr-defined]
+            self.request.recv(65536)
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+            self.request.close()
+
+
+def test_a_reset_connection_is_asked_again_once_not_for_ever() -> None:
+    """Bug caught (issue 27, found by mutation): the one urllib3 retry for a kept-alive
+    connection closed as it was reused made, on its failure, a new retry with the whole
+    allowance again: an API behind a balancer that resets every connection was asked about a
+    thousand times for one page, outside the exporter's count of requests and its deadline,
+    until Python's recursion limit ended it. Now: once, then once more for each connection of
+    the pool (2 * CONCURRENCY + 1), any of which a keep-alive timeout may have closed."""
+    server = Resetting()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host, port = server.server_address[:2]
+        with pytest.raises(ConnectionFailedError):
+            fetch(f"http://{host}:{port}/nsml/v1", concurrency=2)
+        assert server.connections == 1 + (2 * 2 + 1) + 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -19,15 +19,26 @@ from urllib3.util.retry import Retry
 class StaleConnectionRetry(Retry):
     """urllib3 retries for one case only: a kept-alive connection that the server closed just as
     it was reused (closed before any answer came; GET is safe to ask again). Every other failure
-    goes to the exporter's own retries, which count it and pace them within the deadline."""
+    goes to the exporter's own retries, which count it and pace them within the deadline.
+
+    `total` is how many such retries one request may make (the reset counts as a read error
+    directly, as an "other" one through a proxy; neither is limited apart): `api_session` allows
+    one per pooled connection and one more, as a server's keep-alive timeout may close every
+    idle connection at once. What `new()` passes after each retry (one fewer) is kept, so the
+    allowance runs out: an API behind a balancer that resets every connection is asked that
+    many times, not for ever."""
 
     def __init__(self, **kw: Any) -> None:
-        kw.update(total=1, connect=0, read=1, status=0, redirect=0, other=0)
-        kw.update(respect_retry_after_header=False, raise_on_status=False)
-        super().__init__(**kw)
-
-    def new(self, **kw: Any) -> Self:
-        return type(self)()  # a retry is never retried again
+        defaults = {
+            "total": 1,
+            "connect": 0,
+            "read": None,
+            "status": 0,
+            "redirect": 0,
+            "other": None,
+        }
+        defaults.update(respect_retry_after_header=False, raise_on_status=False)
+        super().__init__(**{**defaults, **kw})
 
     def increment(
         self,
@@ -79,7 +90,11 @@ def api_session(
     session.mount(
         f"{parts.scheme}://{parts.netloc}/",
         adapter
-        or HTTPAdapter(pool_connections=1, pool_maxsize=pool, max_retries=StaleConnectionRetry()),
+        or HTTPAdapter(
+            pool_connections=1,
+            pool_maxsize=pool,
+            max_retries=StaleConnectionRetry(total=pool + 1),
+        ),
     )
     _resolve_environment(session, base_url)
     return session
