@@ -94,3 +94,22 @@ def test_a_retry_after_of_429_or_503_is_waited_for(error: Exception) -> None:
         with_retries(flaky, retries=1, deadline=deadline, what="page 1", sleep=slept.append) == "ok"
     )
     assert slept == [7.0]
+
+
+def test_each_retry_is_said_at_debug_with_its_wait_and_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bugs caught: the debug line that explains a slow page (what is retried, after how long,
+    which retry of how many, and why) missing a part or naming another."""
+    caplog.set_level("DEBUG", logger="exporter.nsml.retry")
+    waits: list[float] = []
+    call = Flaky(2, HTTPStatusError("HTTP 503", status=503, retryable=True, retry_after=0.25))
+    result = with_retries(
+        call, retries=3, deadline=time.monotonic() + 60, what="page 7", sleep=waits.append
+    )
+    assert result == "ok"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"retrying page 7 in {waits[0]:.2f}s (1/3): HTTP 503",
+        f"retrying page 7 in {waits[1]:.2f}s (2/3): HTTP 503",
+    ]
+    assert all(wait >= 0.25 for wait in waits)  # Retry-After, kept by HTTPStatusError
