@@ -3,6 +3,8 @@ and which are served the last collection."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 from exporter.collection.shared import SharedCollection
@@ -104,3 +106,72 @@ def test_no_cache_and_no_interval_collects_every_scrape() -> None:
     api = Api(clock)
     collection = shared(api)
     assert scrape_at(collection, clock, 0, 0, 0) == [1, 2, 3]
+
+
+def test_concurrent_scrapes_never_collect_at_the_same_time() -> None:
+    """Bug caught: every scrape made its own collection (no single flight): a dashboard's
+    burst of scrapes would become a burst of signed API reads."""
+    running, most, lock = [0], [0], threading.Lock()
+
+    def collect() -> Result:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return Result(1)
+
+    collection = SharedCollection(collect)
+    threads = [threading.Thread(target=collection.get) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+
+
+def scrape_behind_a_raising_collection() -> tuple[int, list[BaseException]]:
+    """A scrape whose collection raises, and a second scrape soon after it: the collections
+    made, and what the second scrape raised."""
+    started, go, calls = threading.Event(), threading.Event(), []
+    raised: list[BaseException] = []
+
+    def collect() -> Result:
+        calls.append(1)
+        started.set()
+        go.wait(10)
+        raise ValueError("a bug")
+
+    collection: SharedCollection[Result] = SharedCollection(collect)
+
+    def scrape(into: list[BaseException]) -> None:
+        try:
+            collection.get()
+        except BaseException as error:  # reported to the test
+            into.append(error)
+
+    leader = threading.Thread(target=scrape, args=([],))
+    leader.start()
+    started.wait(10)
+    follower = threading.Thread(target=scrape, args=(raised,))
+    follower.start()
+    time.sleep(0.02)
+    go.set()
+    leader.join()
+    follower.join()
+    return len(calls), raised
+
+
+def test_scrapes_waiting_on_a_collection_that_raised_raise_too() -> None:
+    """Bug caught: a scrape that waited for a collection which raised (a bug) served nothing
+    or an empty result instead of an error: the handler answers it 500 and logs it."""
+    waited = 0
+    for _ in range(20):  # rounds where the second scrape came while the first was in flight
+        calls, raised = scrape_behind_a_raising_collection()
+        if calls == 1:
+            waited += 1
+            assert [repr(error) for error in raised] == [
+                "RuntimeError('the shared collection failed unexpectedly')"
+            ]
+    assert waited > 0
