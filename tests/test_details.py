@@ -822,3 +822,80 @@ def test_a_run_read_before_and_gone_now_leaves_the_view() -> None:
     view = runs.view(keys("1", "2"))
     assert set(view.info) == {("p1", "2")}
     assert ("p1", "1") not in view.nodes
+
+
+def test_each_retried_read_is_said_by_what_it_reads(caplog: pytest.LogCaptureFixture) -> None:
+    """Bugs caught: a detail read's retry said as another read's (the debug line that tells
+    which request is slow names the project list, a run or its nodes)."""
+
+    class OnceEach(FakeApi):
+        def _call(self, endpoint: str, name: str) -> None:
+            first = (endpoint, name) not in self.calls
+            super()._call(endpoint, name)
+            if first:
+                raise HTTPStatusError("HTTP 503", status=503, retryable=True)
+
+    caplog.set_level(logging.DEBUG, logger="exporter.nsml.retry")
+    details(OnceEach(), retries=1).refresh(keys("1"))
+    said = [r.getMessage().split(" in ")[0] for r in caplog.records]
+    assert said == ["retrying projects", "retrying run 1", "retrying nodes of run 1"]
+
+
+def test_a_run_gone_is_said_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    api = FakeApi()
+    api.fail["run", "1"] = HTTPStatusError("run 1: HTTP 404", status=404)
+    caplog.set_level(logging.DEBUG, logger="exporter.collection.details")
+    details(api).refresh(keys("1"))
+    assert "details: run 1 of project p1 is gone (404)" in [r.getMessage() for r in caplog.records]
+
+
+def test_a_read_that_answers_ends_its_failure_streak(caplog: pytest.LogCaptureFixture) -> None:
+    """Bugs caught: a success that leaves the failure count (one later failure is then taken
+    for a persistent one, named and backed off long), or leaves the read marked as named (a
+    second streak never said)."""
+    api, clock = FakeApi(), Clock()
+    runs = details(api, clock)
+    named_after: list[int] = []
+    for streak in range(2):
+        api.fail["run", "1"] = HTTPStatusError("HTTP 500", status=500)
+        for failure in range(1, 4):
+            caplog.clear()
+            runs.refresh(keys("1"))
+            if any("keep failing" in r.getMessage() for r in caplog.records):
+                named_after.append(failure)
+            clock.now += 3600  # past every back-off
+        del api.fail["run", "1"]
+        runs.refresh(keys("1"))  # answers
+        clock.now += 3600
+        assert runs.view(keys("1")).info, f"streak {streak}: the detail was read"
+    assert named_after == [3, 3]
+
+
+def test_the_details_threads_are_named_daemons() -> None:
+    """Bugs caught: the refresh's threads unnamed (a py-spy dump says "Thread-9"), or not
+    daemons (the process would wait for a refresh to end)."""
+    release = threading.Event()
+
+    class Slow(FakeApi):
+        def get_projects(self, page: int, deadline: float) -> dict[str, Any]:
+            release.wait(10)
+            return super().get_projects(page, deadline)
+
+        def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+            release.wait(10)
+            return super().get_run(project_id, run_name, deadline)
+
+    runs = details(Slow())
+    try:
+        runs.refresh_in_background(keys("1"))
+        names = {t.name: t.daemon for t in threading.enumerate()}
+        assert names.get("nsml-details") is True
+        release.set()
+        deadline = time.monotonic() + 10
+        while not any(n.startswith("nsml-details_") for n in names) and time.monotonic() < deadline:
+            names = {t.name: t.daemon for t in threading.enumerate()}
+            time.sleep(0.01)
+        assert any(n.startswith("nsml-details_") for n in names)  # the pool's workers
+    finally:
+        release.set()
+        runs.close()
