@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -212,23 +213,32 @@ def test_a_second_sigint_stops_waiting_for_answers_in_flight(
     simulator: FaultyServer, serving: Serving, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Bugs caught: a second Ctrl-C ignored (the exporter waits out `SHUTDOWN_GRACE` however
-    often it is asked to stop), or the first one taken as the second."""
+    often it is asked to stop), or the first one taken as the second; the answers cut not
+    said."""
     hurried: list[bool] = []
+    scrape = threading.Thread(target=serving.get, daemon=True)
 
-    def interrupt_twice() -> None:
+    def interrupt_twice_while_a_scrape_waits() -> None:
         server = serving.server()
+        simulator.sim.latency = 3.0  # every API request now takes 3 s: a scrape in flight
+        scrape.start()
+        while not any(not watched.idle for watched in list(server._watched.values())):
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
         hurried.append(server.hurry.wait(0.2))  # the first asks for a graceful stop only
         os.kill(os.getpid(), signal.SIGINT)
         hurried.append(server.hurry.wait(30))
 
-    failures = in_background(interrupt_twice)
-    assert entry.main([*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]) == 0
+    failures = in_background(interrupt_twice_while_a_scrape_waits)
+    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]
+    assert entry.main([*argv, "--shutdown-grace", "60", "--collection-mode", "scrape"]) == 0
     assert not failures
     assert hurried == [False, True]
     err = capsys.readouterr().err
     assert "received SIGINT, shutting down" in err
     assert "received SIGINT again: not waiting for answers in flight" in err
+    assert "cut 1 request(s) still in flight after SHUTDOWN_GRACE (60s): 127.0.0.1 GET" in err
+    scrape.join(30)
 
 
 def test_a_port_in_use_exits_2_naming_the_port(
