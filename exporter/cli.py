@@ -210,11 +210,10 @@ def _describe(error: ValidationError) -> ConfigError:
     """Every invalid setting, in one line."""
     problems: dict[str, str] = {}
     for item in error.errors(include_input=False, include_url=False):
+        # Every error is a field's: no validator of the whole model, and the sources give
+        # only fields (unknown variables are warned of, unknown flags refused by the parser).
         name = str(item["loc"][0]) if item["loc"] else ""
-        if item["type"] == "extra_forbidden":
-            problems.setdefault(f"{ENV_PREFIX}{name.upper()}", "not a known setting")
-        else:
-            problems.setdefault(setting_label(name), item["msg"].removeprefix("Value error, "))
+        problems.setdefault(setting_label(name), item["msg"].removeprefix("Value error, "))
     return ConfigError.of(problems)
 
 
