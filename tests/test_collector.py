@@ -633,7 +633,8 @@ def test_every_family_says_what_it_is_as_reviewed() -> None:
 def test_the_reading_families_serve_the_snapshots_values(newest_first: bool | None) -> None:
     """Bugs caught: a health gauge served with a value other than the snapshot's (warming,
     progress, store size, view age, the last full read's duration, the list's order, the
-    build info's 1), or `nsml_run_list_newest_first` served before any full read said."""
+    build info's 1), or `nsml_run_list_newest_first` served before any full read said; a label
+    named otherwise than the contract says (`mode`; `version`, `revision`, `python_version`)."""
     from exporter.collection.snapshot import Snapshot
 
     collector = NsmlCollector(make_settings(), FakeSource(run_list_of()), ExporterMetrics())
@@ -652,20 +653,21 @@ def test_the_reading_families_serve_the_snapshots_values(newest_first: bool | No
         stored=6,
     )
     served = {
-        (s.name, tuple(s.labels.values())): s.value
+        (s.name, tuple(s.labels.items())): s.value
         for family in collector.families(snap)
         for s in family.samples
     }
     build = next(key for key in served if key[0] == "nsml_exporter_build_info")
     assert served.pop(build) == 1
+    assert [name for name, _ in build[1]] == ["version", "revision", "python_version"]
     expected = {
         ("nsml_up", ()): 0,
         ("nsml_api_reported_runs", ()): 7,
         ("nsml_scrape_duration_seconds", ()): 0.5,
         ("nsml_collect_timeout_seconds", ()): 9,
         ("nsml_last_success_timestamp_seconds", ()): 900,
-        ("nsml_collection_mode", ("scrape",)): 0,
-        ("nsml_collection_mode", ("background",)): 1,
+        ("nsml_collection_mode", (("mode", "scrape"),)): 0,
+        ("nsml_collection_mode", (("mode", "background"),)): 1,
         ("nsml_view_warming", ()): 1,
         ("nsml_full_read_progress_ratio", ()): 0.25,
         ("nsml_store_runs", ()): 6,
