@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import json
 import logging
 import os
 import re
@@ -14,8 +15,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import bcrypt
 import prometheus_client.metrics
 import pytest
 import requests
@@ -47,6 +50,15 @@ def keys(simulator: FaultyServer) -> list[str]:
     return ["--base-url", simulator.base_url, "--access-key", ACCESS, "--secret-key", SECRET]
 
 
+def said(err: str, logger: str = "exporter") -> list[str]:
+    """The messages `logger` wrote to stderr (`--log-format json`), whole."""
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    return [line["msg"] for line in lines if line["logger"] == logger]
+
+
+JSON = ["--log-format", "json"]
+
+
 def test_once_prints_the_exposition_and_exits_0(
     simulator: FaultyServer, capsysbinary: pytest.CaptureFixture[bytes]
 ) -> None:
@@ -74,23 +86,47 @@ def test_once_exits_1_when_the_read_fails(
 
 
 def test_demo_once_reads_the_simulators_runs(
-    capsysbinary: pytest.CaptureFixture[bytes],
+    capsysbinary: pytest.CaptureFixture[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Bugs caught: `--demo` without keys refused, its keys or URL not handed to the client,
-    `--demo-runs` not reaching the simulator, the simulator left running."""
+    """Bugs caught: `--demo` without keys refused, its keys or URL not handed to the client (or
+    an `API_KEY` of the environment kept), `--demo-runs`, `--demo-latency` or `--demo-order`
+    not reaching the simulator, the simulator left running or not said; `--details false`
+    still reading details."""
+    made: list[dict[str, Any]] = []
     stopped: list[object] = []
-    stop = entry.SimulatorServer.stop
+    simulator, stop = entry.demo_simulator, entry.SimulatorServer.stop
 
-    def recorded(server: Any) -> None:
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        made.append({"runs": args[2], **kwargs})
+        return simulator(*args, **kwargs)
+
+    def recorded_stop(server: Any) -> None:
         stopped.append(server)
         stop(server)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(entry.SimulatorServer, "stop", recorded)
-        assert entry.main(["--demo", "--once", "--demo-runs", "7", "--details", "false"]) == 0
-    out = capsysbinary.readouterr().out.decode()
+    clients: list[Any] = []
+    client = entry.NsmlClient
+
+    def recorded_client(settings: Any, *args: Any) -> Any:
+        clients.append(settings)
+        return client(settings, *args)
+
+    monkeypatch.setattr(entry, "demo_simulator", recorded)
+    monkeypatch.setattr(entry.SimulatorServer, "stop", recorded_stop)
+    monkeypatch.setattr(entry, "NsmlClient", recorded_client)
+    monkeypatch.setenv("NSML_EXPORTER_API_KEY", "a-gateway-key")
+    argv = ["--demo", "--once", "--demo-runs", "7", "--demo-latency", "0.01"]
+    assert entry.main([*argv, "--demo-order", "arbitrary", "--details", "false", *JSON]) == 0
+    captured = capsysbinary.readouterr()
+    out = captured.out.decode()
     assert "nsml_api_reported_runs 7.0\n" in out
+    assert "nsml_run_list_newest_first 0.0\n" in out  # the arbitrary order, found out
+    assert "nsml_project_info" not in out
+    assert made == [{"runs": 7, "latency": 0.01, "order": "arbitrary"}]
     assert len(stopped) == 1
+    (settings,) = clients
+    assert settings.api_key is None
+    assert said(captured.err.decode())[0] == f"demo: NSML simulator at {settings.base_url}"
 
 
 def test_a_bad_setting_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,12 +145,12 @@ def test_warnings_are_logged_as_the_exporter_starts(
 ) -> None:
     """Bugs caught: the settings' warnings not logged, or logged before logging is set up
     (lost), or in another format than `LOG_FORMAT` asks for."""
-    argv = ["--once", *keys(simulator), "--request-timeout", "30", "--log-format", "json"]
+    argv = ["--once", *keys(simulator), "--request-timeout", "30", *JSON]
     entry.main(argv)
-    lines = capsys.readouterr().err.splitlines()
-    said = [line for line in lines if "NSML_EXPORTER_REQUEST_TIMEOUT" in line]
-    assert len(said) == 1
-    assert said[0].startswith("{") and '"level": "warning"' in said[0]
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    warned = [line for line in lines if "NSML_EXPORTER_REQUEST_TIMEOUT" in line["msg"]]
+    assert [line["level"] for line in warned] == ["warning"]
+    assert warned[0]["msg"].startswith("NSML_EXPORTER_REQUEST_TIMEOUT (--request-timeout) (30s)")
 
 
 class Serving:
@@ -174,17 +210,25 @@ def test_serving_answers_until_sigterm_then_exits_0(
 
     def scrape_then_stop() -> None:
         scraped.append(serving.get().text)
-        assert serving.server().server_address[0] == "127.0.0.1"
+        server = serving.server()
+        assert server.server_address[0] == "127.0.0.1"
+        assert (server.header_timeout, server.response_timeout) == (7, 5 + 60)
+        assert server._max_connections == 3
         os.kill(os.getpid(), signal.SIGTERM)
 
     failures = in_background(scrape_then_stop)
-    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]
-    assert entry.main(argv) == 0
+    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0", *JSON]
+    limits = ["--header-timeout", "7", "--collect-timeout", "5", "--max-connections", "3"]
+    assert entry.main([*argv, *limits]) == 0
     assert not failures
     assert "nsml_up 1.0" in scraped[0]
-    err = capsys.readouterr().err
-    assert f"serving {serving.server().url}/metrics (NSML API {simulator.base_url})" in err
-    assert "received SIGTERM, shutting down" in err
+    from exporter import __version__
+
+    assert said(capsys.readouterr().err) == [
+        f"nsml-exporter {__version__} serving {serving.server().url}/metrics "
+        f"(NSML API {simulator.base_url})",
+        "received SIGTERM, shutting down",
+    ]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2])
@@ -202,11 +246,13 @@ def test_reload_signals_are_logged_and_ignored(
         os.kill(os.getpid(), signal.SIGTERM)
 
     failures = in_background(signal_then_scrape)
-    assert entry.main([*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]) == 0
+    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0", *JSON]
+    assert entry.main(argv) == 0
     assert not failures
     assert answers == [200]
     name = signal.Signals(signum).name
-    assert f"received {name}: ignored (nothing to reload; SIGTERM stops)" in capsys.readouterr().err
+    ignored = f"received {name}: ignored (nothing to reload; SIGTERM stops)"
+    assert said(capsys.readouterr().err)[1:] == [ignored, "received SIGTERM, shutting down"]
 
 
 def test_a_second_sigint_stops_waiting_for_answers_in_flight(
@@ -230,14 +276,15 @@ def test_a_second_sigint_stops_waiting_for_answers_in_flight(
         hurried.append(server.hurry.wait(30))
 
     failures = in_background(interrupt_twice_while_a_scrape_waits)
-    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]
+    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0", *JSON]
     assert entry.main([*argv, "--shutdown-grace", "60", "--collection-mode", "scrape"]) == 0
     assert not failures
     assert hurried == [False, True]
-    err = capsys.readouterr().err
-    assert "received SIGINT, shutting down" in err
-    assert "received SIGINT again: not waiting for answers in flight" in err
-    assert "cut 1 request(s) still in flight after SHUTDOWN_GRACE (60s): 127.0.0.1 GET" in err
+    assert said(capsys.readouterr().err)[1:] == [
+        "received SIGINT, shutting down",
+        "received SIGINT again: not waiting for answers in flight",
+        "cut 1 request(s) still in flight after SHUTDOWN_GRACE (60s): 127.0.0.1 GET '/metrics'",
+    ]
     scrape.join(30)
 
 
@@ -337,3 +384,25 @@ def test_ctrl_c_before_serving_exits_130_with_one_line(
     with pytest.raises(SystemExit) as exited:
         entry.run()
     assert exited.value.code == 3
+
+
+def test_the_web_config_file_guards_what_is_served(
+    simulator: FaultyServer, serving: Serving, tmp_path: Path
+) -> None:
+    """Bug caught: the web-config file read and checked, then not handed to the server: the
+    exporter serves `/metrics` to anyone while its operator believes it asks for a password."""
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prom: '{hashed}'\n")
+    statuses: list[int] = []
+
+    def scrape_then_stop() -> None:
+        statuses.append(serving.get().status_code)
+        statuses.append(serving.get("/healthz").status_code)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    failures = in_background(scrape_then_stop)
+    argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]
+    assert entry.main([*argv, "--web-config-file", str(config)]) == 0
+    assert not failures
+    assert statuses == [401, 200]
