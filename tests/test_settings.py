@@ -546,3 +546,14 @@ def test_a_request_timeout_warning_names_both_settings() -> None:
         "NSML_EXPORTER_COLLECT_TIMEOUT (--collect-timeout) (5s): requests for a scrape give up "
         "at COLLECT_TIMEOUT first; only pages read in the background wait that long"
     ]
+
+
+def test_keys_are_required_unless_demo() -> None:
+    """Bug caught: the keys' requirement not switched on for a real run (the exporter would
+    start, sign nothing, and fail every read with 401)."""
+    assert refused([]) == (
+        "invalid settings: NSML_EXPORTER_ACCESS_KEY (--access-key): required (or run with "
+        "--demo); NSML_EXPORTER_SECRET_KEY (--secret-key): required (or run with --demo)"
+    )
+    _, settings = parse_args(["--demo"])
+    assert settings.access_key is None
