@@ -431,5 +431,75 @@ def test_a_bad_web_config_is_one_line_naming_the_file_its_line_and_the_problem(
     expected = f"invalid setting {setting}: {path}{where}{said.format(**names)}"
     if said.endswith(": "):  # OpenSSL's reason for refusing a file: its words, not ours
         assert str(caught.value).startswith(expected)
+        assert not str(caught.value).endswith(": None")
     else:
         assert str(caught.value) == expected
+
+
+def test_every_bcrypt_prefix_is_taken_and_each_user_checked(tmp_path: Path) -> None:
+    """Bugs caught: a `$2a$` or `$2y$` hash (htpasswd and older tools write them) refused, or
+    the users' hashes not kept (every login refused)."""
+    path = tmp_path / "web.yml"
+    users = {}
+    for user, prefix in (("ann", b"$2a$"), ("bob", b"$2b$"), ("cy", b"$2y$")):
+        hashed = bcrypt.hashpw(user.encode(), bcrypt.gensalt(rounds=4, prefix=b"2b"))
+        users[user] = (prefix + hashed[4:]).decode()
+    path.write_text(yaml.safe_dump({"basic_auth_users": users}))
+    auth = webconfig.load_web_config(path).auth
+    assert auth is not None
+    assert sorted(auth.users) == ["ann", "bob", "cy"]
+    for user in ("ann", "bob", "cy"):
+        assert auth.check(header(user, user))
+    assert not auth.check(header("ann", "bob"))
+
+
+def test_a_password_may_hold_colons_and_spaces_may_pad_the_scheme() -> None:
+    """Bugs caught (RFC 7617): the user-id split at the password's colon (`a:b:c` is user
+    `a`, password `b:c`), two spaces after `Basic` refused; a credential without a colon
+    taken as a user with an empty password."""
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"p:w d", bcrypt.gensalt(rounds=4))})
+    assert BasicAuth.credentials(header("prom", "p:w d")) == ("prom", b"p:w d")
+    assert auth.check(header("prom", "p:w d"))
+    assert auth.check(header("prom", "p:w d").replace("Basic ", "Basic  "))
+    assert BasicAuth.credentials("Basic " + base64.b64encode(b"no-colon").decode()) is None
+
+
+def test_a_first_check_at_a_lower_cost_fails_without_error() -> None:
+    """Bug caught: the window of recent check times at the highest cost started empty: a wrong
+    password for a cheaper user, before any check at the highest cost, raised (a 500)."""
+    auth = BasicAuth(
+        {
+            "cheap": bcrypt.hashpw(b"a", bcrypt.gensalt(rounds=4)),
+            "dear": bcrypt.hashpw(b"b", bcrypt.gensalt(rounds=5)),
+        }
+    )
+    assert not auth.check(header("cheap", "wrong"))
+
+
+def test_tls_defaults_allow_tls13_and_serve_as_a_server(pem: Path) -> None:
+    """Bugs caught: `max_version` defaulting to TLS 1.2 (no TLS 1.3 for anyone), or a context
+    made for a client."""
+    context = load(pem, {}).ssl_context
+    assert context is not None
+    assert context.maximum_version == ssl.TLSVersion.MAXIMUM_SUPPORTED
+    assert context.protocol == ssl.PROTOCOL_TLS_SERVER
+
+
+def test_a_yaml_error_without_a_place_is_said_by_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bug caught: a YAML error that carries no line or problem (PyYAML's plain `YAMLError`)
+    failing the start with a traceback instead of one line."""
+    path = tmp_path / "web.yml"
+    path.write_text("a: b\n")
+
+    def broken(text: str) -> None:
+        raise yaml.YAMLError("no mark")
+
+    monkeypatch.setattr(webconfig.yaml, "safe_load", broken)
+    with pytest.raises(ConfigError) as caught:
+        webconfig.load_web_config(path)
+    assert str(caught.value) == (
+        f"invalid setting NSML_EXPORTER_WEB_CONFIG_FILE (--web-config-file): {path}: "
+        "cannot read it as YAML (YAMLError)"
+    )

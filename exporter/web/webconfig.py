@@ -174,7 +174,7 @@ def _key_lines(text: str) -> dict[str, int]:
 def _path(base: Path, value: Any, key: str) -> Path:
     if not isinstance(value, str) or not value:
         raise _Problem(f"{key} must be a file path", key)
-    path = (base / value) if not Path(value).is_absolute() else Path(value)
+    path = base / value  # an absolute `value` stays itself
     if not path.is_file():
         raise _Problem(f"{key}: no such file {path}", key)
     return path
