@@ -102,6 +102,7 @@ def test_a_detail_is_read_once_and_kept_while_the_run_has_series() -> None:
     view = runs.view(keys("1", "2"))
     assert view.info[("p1", "1")].gpu_server == "GPU of 1"
     assert view.info[("p1", "1")].gpu_server_code == "7"
+    assert view.info[("p1", "1")].image_type == "BASE"
     assert view.nodes[("p1", "1")] == {"RUNNING": 1, "PENDING": 1}
     assert view.pending == 0
     # Run 1 loses its series: forgotten, and read again if it comes back.
@@ -899,3 +900,81 @@ def test_the_details_threads_are_named_daemons() -> None:
     finally:
         release.set()
         runs.close()
+
+
+def test_no_more_than_concurrency_reads_run_at_once() -> None:
+    """Bug caught: the details' pool sized by Python's default (up to 32 threads), not by
+    CONCURRENCY: a refresh would open that many requests to the API at once."""
+    running, most, lock = [0], [0], threading.Lock()
+
+    class Counted(FakeApi):
+        def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.02)
+            with lock:
+                running[0] -= 1
+            return super().get_run(project_id, run_name, deadline)
+
+    runs = details(Counted(), concurrency=2)
+    try:
+        runs.refresh(keys(*(str(n) for n in range(12))))
+    finally:
+        runs.close()
+    assert most[0] <= 2
+
+
+def test_a_run_gone_is_not_asked_again_across_scrapes() -> None:
+    """Bug caught: the view dropping what it knows of gone runs that still have series (the
+    wrong ones): every scrape's refresh would ask the 404 again."""
+    api = FakeApi()
+    api.fail["run", "1"] = HTTPStatusError("run 1: HTTP 404", status=404)
+    runs = details(api)
+    for _ in range(3):
+        runs.refresh(keys("1"), {("p1", "1"): "v1"})
+        runs.view(keys("1"))  # a scrape, between refreshes
+    assert api.of("run") == ["1"]
+
+
+def test_a_gone_run_or_one_in_back_off_holds_up_no_other_read() -> None:
+    """Bugs caught: planning stopped at a run gone (404) or at a read in its back-off: the
+    runs after it, or the same run's node list, never read."""
+    api, clock = FakeApi(), Clock()
+    api.fail["run", "1"] = HTTPStatusError("run 1: HTTP 404", status=404)
+    api.fail["run", "2"] = HTTPStatusError("run 2: HTTP 500", status=500)
+    runs = details(api, clock, nodes_refresh=10, status_refresh=1000)
+    runs.refresh(keys("1", "2"), {("p1", "1"): "v1"})
+    clock.now += 15  # run 2's detail still in its back-off (30 s); its nodes are due again
+    runs.refresh(keys("1", "2", "3"), {("p1", "1"): "v1"})
+    assert api.of("nodes") == ["1", "2", "3", "2"]  # then: the new run first, then the due
+    assert api.of("run") == ["1", "2", "3"]
+
+
+def test_a_failed_detail_is_said_by_its_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Bug caught: an HTTP error of a detail said as "None" in the refresh's warning."""
+    api = FakeApi()
+    api.fail["run", "1"] = HTTPStatusError("run 1: HTTP 500", status=500)
+    details(api).refresh(keys("1"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "details: 1 of 2 reads failed (the runs stay pending); first: run 1: HTTP 500"
+    ]
+
+
+def test_reads_that_keep_failing_are_named_ten_at_most(caplog: pytest.LogCaptureFixture) -> None:
+    """Bug caught: the line naming failing reads made as long as the failures (one line per
+    refresh that grows with an outage)."""
+    api, clock = FakeApi(), Clock()
+    names = [f"{n:02}" for n in range(11)]
+    for name in names:
+        api.fail["run", name] = HTTPStatusError("HTTP 500", status=500)
+    runs = details(api, clock, detail_requests=100)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            runs.refresh(keys(*names))
+            clock.now += 3600
+    (line,) = [r.getMessage() for r in caplog.records if "keep failing" in r.getMessage()]
+    assert line.startswith("details: 11 read(s) keep failing, asked again only after a back-off")
+    assert line.count("detail of run") == 10
+    assert line.endswith("detail of run 09 of project p1")
