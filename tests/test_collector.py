@@ -728,3 +728,73 @@ def test_details_are_asked_for_the_runs_with_series_and_served(once: bool) -> No
         assert details.calls == [("refresh", asked), ("view", [("p1", "1")])]
     else:
         assert details.calls == [("view", [("p1", "1")]), ("refresh_in_background", asked)]
+
+
+def collector_of(runs: list[dict[str, Any]], metrics: ExporterMetrics) -> NsmlCollector:
+    result = run_list(runs)
+    return NsmlCollector(make_settings(), FakeSource(lambda deadline: result), metrics)
+
+
+def test_an_internal_error_is_counted_logged_and_served_as_down(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bugs caught: a bug in the collection escaping the scrape (a 500 instead of `nsml_up 0`),
+    not counted as `internal`, or logged without its traceback."""
+    metrics = ExporterMetrics()
+    collector = collector_of([], metrics)
+    registry = CollectorRegistry()
+    metrics.register(registry)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(collector.store, "snapshot", broken)
+    snap = collector.collect_once()
+    assert (snap.ok, snap.error) == (False, "internal")
+    assert registry.get_sample_value("nsml_collection_errors_total", {"reason": "internal"}) == 1
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == "collection failed (internal error)"
+    assert record.exc_info is not None
+    collector.close()
+
+
+def test_a_collections_duration_is_what_it_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bug caught: the duration served (`nsml_scrape_duration_seconds`) computed from the
+    clock's reading plus, not minus, the start: a number of days, success or failure."""
+    collector = collector_of([api_run("p", "1")], ExporterMetrics())
+    for _ in range(2):
+        began = time.monotonic()
+        snap = collector.collect_once()
+        took = time.monotonic() - began
+        assert 0 <= snap.duration <= took
+        monkeypatch.setattr(collector.store, "snapshot", lambda *a, **k: 1 / 0)  # fails next
+    collector.close()
+
+
+def test_a_collection_says_what_it_read_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    """Bugs caught: the debug line of each collection missing a part, or with another's."""
+    caplog.set_level("DEBUG", logger="exporter.collection.collector")
+    collector = collector_of([api_run("p", "1"), api_run("p", "2")], ExporterMetrics())
+    snap = collector.collect_once()
+    collector.close()
+    assert snap.full_read_seconds is not None  # from the read that made the view
+    said = [r.getMessage() for r in caplog.records if r.name == "exporter.collection.collector"]
+    assert said == [f"collected 2 runs (totalCount 2) in {snap.duration:.3f}s, scrape"]
+
+
+def test_details_follow_the_collectors_store_at_the_readers_pace() -> None:
+    """Bug caught: the details not given the store (a run whose detail answers 404 stays
+    counted; a detail's status never reaches its run) or the reader's pace."""
+    followed: list[Any] = []
+
+    class Following(RecordedDetails):
+        def follow(self, store: Any, wait_turn: Any) -> None:
+            followed.extend([store, wait_turn])
+
+    collector = NsmlCollector(
+        make_settings(),
+        FakeSource(run_list_of()),
+        ExporterMetrics(),
+        details=Following(),  # type: ignore[arg-type]
+    )
+    assert followed == [collector.store, collector.reader.wait_turn]

@@ -125,9 +125,6 @@ class NsmlCollector(Collector):
             )
         except ReadFailed as error:  # counted and logged by the reader
             return self._failure(started, str(error))
-        except CollectionError as error:
-            self._count(error)
-            return self._failure(started, str(error))
         except Exception:
             self._metrics.count_error(CollectionError.reason)
             log.exception("collection failed (internal error)")
@@ -157,11 +154,6 @@ class NsmlCollector(Collector):
             progress=state.progress,
             stored=len(self.store),
         )
-
-    def _count(self, error: CollectionError) -> None:
-        """A failed read: counted by reason, one warning."""
-        self._metrics.count_error(error.reason)
-        log.warning("collection failed (%s): %s", error.reason, error)
 
     def _failure(self, started: float, error: str) -> Snapshot:
         """A failed collection: no runs, with how the reading stands."""

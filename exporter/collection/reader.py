@@ -241,7 +241,7 @@ class Reader:
 
     def collect(self) -> ReadState:
         """The state one scrape is served from (the runs are in the store). Raises
-        `CollectionError`: `ReadFailed` when the reader counted and logged it already."""
+        `ReadFailed`: a failure the reader counted and logged already."""
         if self._once:
             self._job = Job(deadline=inf)
             try:
