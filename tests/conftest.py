@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,12 @@ def _readers_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     for reader in started:
         reader.close()
+    # A read under way at `close` finishes first: wait for it, so that its log lines (a
+    # completion said at DEBUG) do not land in the next test's records.
+    for reader in started:
+        for thread in list(reader._threads):
+            if thread is not threading.current_thread():
+                thread.join(10)
 
 
 @pytest.fixture
