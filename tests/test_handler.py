@@ -366,3 +366,14 @@ def test_oversized_headers_and_blank_request_lines_are_named(server: ExporterSer
     body = "400 no request line\n"
     expected = head("400 Bad Request", len(body)) + body
     assert without_date(exchange(server, b"\r\n   \r\n")) == expected
+
+
+def test_each_request_is_logged_at_debug_with_its_client_line_and_status(
+    server: ExporterServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bugs caught: the access line (at DEBUG, for finding who scrapes and how) missing the
+    client's address, the request line or the status."""
+    caplog.set_level("DEBUG", logger="exporter.web.handler")
+    exchange(server, request("GET /healthz HTTP/1.1"))
+    said = [r.getMessage() for r in caplog.records if r.name == "exporter.web.handler"]
+    assert said == ['127.0.0.1 "GET /healthz HTTP/1.1" 200 -']
