@@ -22,6 +22,7 @@ import bcrypt
 import prometheus_client.metrics
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 import exporter.__main__ as entry
 from exporter.web.server import ExporterServer
@@ -74,6 +75,8 @@ def test_once_prints_the_exposition_and_exits_0(
     assert "python_info{" in out  # PlatformCollector
     assert 'nsml_api_requests_total{code="200",endpoint="runs"} 1.0' in out  # ExporterMetrics
     assert re.search(r"^\w+_created[{ ]", out, re.MULTILINE) is None
+    names = {family.name for family in text_string_to_metric_families(out)}  # parses whole
+    assert {"nsml_up", "process_cpu_seconds", "python_info"} <= names
 
 
 def test_once_exits_1_when_the_read_fails(
