@@ -24,7 +24,15 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from exporter.errors import CollectionError, ConnectionFailedError, InvalidResponseError
+from exporter.errors import (
+    AuthError,
+    CollectionError,
+    ConnectionFailedError,
+    HTTPStatusError,
+    InvalidResponseError,
+    RequestTimeoutError,
+    ThrottledError,
+)
 from exporter.nsml.client import NsmlClient
 from tests.fake_api import FaultyServer, FaultySimulator
 from tests.helpers.http import FakeAdapter
@@ -562,3 +570,144 @@ def test_a_reset_connection_is_asked_again_once_not_for_ever() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def observed_api(adapter: HTTPAdapter, **settings: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """An `NsmlApi` over `adapter`, and the (endpoint, code) of each request it observes."""
+    from exporter.nsml.api import NsmlApi
+
+    seen: list[tuple[str, str]] = []
+    api = NsmlApi(
+        make_settings(**settings),
+        lambda endpoint, code, seconds: seen.append((endpoint, code)),
+        adapter=adapter,
+    )
+    return api, seen
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "code"),
+    [
+        (lambda page, size: (200, b"{not json"), InvalidResponseError, "invalid"),
+        (
+            lambda page, size: (200, {"runList": [], "totalCount": -1}),
+            InvalidResponseError,
+            "invalid",
+        ),
+        (
+            lambda page, size: (_ for _ in ()).throw(TimeoutError("slow")),
+            RequestTimeoutError,
+            "timeout",
+        ),
+        (lambda page, size: (300, {}), HTTPStatusError, "300"),
+        (lambda page, size: (200, {"runList": [], "totalCount": 0}), None, "200"),
+    ],
+    ids=["not json", "not a page", "timeout", "300", "ok"],
+)
+def test_each_request_is_counted_by_its_outcome(
+    answer: Any, error: type[Exception] | None, code: str
+) -> None:
+    """Bugs caught: `nsml_api_requests_total{code}` counting a failure under another outcome
+    (an invalid body as a connection failure), or a 300 taken for a success."""
+    api, seen = observed_api(FakeAdapter(answer))
+    try:
+        if error is None:
+            api.get_page(1, time.monotonic() + 10)
+        else:
+            with pytest.raises(error):
+                api.get_page(1, time.monotonic() + 10)
+    finally:
+        api.close()
+    assert seen == [("runs", code)]
+
+
+def test_a_refused_connection_is_counted_as_connection() -> None:
+    """Bug caught: a connection that never answered counted as an HTTP status."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    api, seen = observed_api(HTTPAdapter(), base_url=f"http://127.0.0.1:{port}/nsml/v1")
+    try:
+        with pytest.raises(ConnectionFailedError) as caught:
+            api.get_projects(1, time.monotonic() + 10)
+    finally:
+        api.close()
+    assert seen == [("projects", "connection")]
+    assert caught.value.retryable
+
+
+def test_a_timeout_is_retryable_unless_the_deadline_cut_it() -> None:
+    """Bugs caught: a request that waited its whole REQUEST_TIMEOUT not asked again, or one
+    cut by COLLECT_TIMEOUT said as REQUEST_TIMEOUT's."""
+
+    def slow(page: int, size: int) -> Any:
+        raise TimeoutError("slow")
+
+    api, _ = observed_api(FakeAdapter(slow), request_timeout=5)
+    try:
+        with pytest.raises(RequestTimeoutError) as whole:
+            api.get_page(1, time.monotonic() + 60)
+        with pytest.raises(RequestTimeoutError) as cut:
+            api.get_page(1, time.monotonic() + 2)
+    finally:
+        api.close()
+    assert str(whole.value) == "page 1: no answer within REQUEST_TIMEOUT (5s)"
+    assert whole.value.retryable
+    assert str(cut.value) == "page 1: COLLECT_TIMEOUT reached while waiting for it"
+    assert not cut.value.retryable
+
+
+def test_a_429_keeps_its_retry_after() -> None:
+    """Bug caught: a 429's `Retry-After` dropped: the retry comes sooner than the gateway
+    allows, and is throttled again."""
+    from exporter.nsml.api import NsmlApi
+
+    api = NsmlApi(make_settings(), adapter=Answering(429, {}, {"Retry-After": "7"}))
+    try:
+        with pytest.raises(ThrottledError) as caught:
+            api.get_page(1, time.monotonic() + 10)
+    finally:
+        api.close()
+    assert (caught.value.retryable, caught.value.retry_after) == (True, 7.0)
+
+
+@pytest.mark.parametrize(("offset", "said"), [(-120, True), (-50, False), (45, False)])
+def test_a_401_says_when_the_clock_is_off(offset: float, said: bool) -> None:
+    """Bugs caught: a refused signature from a clock minutes off said without the cause (the
+    API's `Date` is read under another name, or the bound is not 60 s)."""
+    from email.utils import formatdate
+
+    from exporter.nsml.api import NsmlApi
+
+    date = formatdate(time.time() + offset, usegmt=True)
+    api = NsmlApi(make_settings(), adapter=Answering(401, {}, {"Date": date}))
+    try:
+        with pytest.raises(AuthError) as caught:
+            api.get_page(1, time.monotonic() + 10)
+    finally:
+        api.close()
+    if said:  # `Date` is whole seconds: the skew read is 120 s or a second more
+        assert re.fullmatch(
+            r"page 1: HTTP 401; the local clock is \+12[01]s off the API's: signatures are "
+            r"accepted only within 5 minutes, check NTP",
+            str(caught.value),
+        )
+    else:
+        assert str(caught.value) == "page 1: HTTP 401"
+
+
+def test_an_oversized_detail_names_the_details_limit() -> None:
+    """Bug caught: a run detail over its own limit said as over MAX_RESPONSE_BYTES (a setting
+    that does not govern it), or the run list held to the details' limit."""
+    from exporter.nsml.api import DETAIL_MAX_BYTES, NsmlApi
+
+    body = {"engFullName": "x" * (DETAIL_MAX_BYTES + 10)}
+    api = NsmlApi(make_settings(), adapter=Answering(200, body, {}))
+    try:
+        with pytest.raises(InvalidResponseError) as caught:
+            api.get_run("p", "r", time.monotonic() + 10)
+    finally:
+        api.close()
+    assert str(caught.value) == (
+        f"run r of project p: response is over the details' limit ({DETAIL_MAX_BYTES})"
+    )
