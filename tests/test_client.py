@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from concurrent.futures import Future
 from types import FrameType, TracebackType
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from exporter.errors import HTTPStatusError, RequestTimeoutError, ThrottledError
-from exporter.nsml.client import NsmlClient
+from exporter.nsml.client import NsmlClient, Pace
 from tests.helpers.http import FakeAdapter
 from tests.helpers.runs import api_run, fetch_runs
 from tests.helpers.settings import make_settings
@@ -154,3 +155,52 @@ def test_a_run_exists_until_its_detail_answers_404(simulator: Any) -> None:
             client.run_exists(run.project_id, run.run_name, time.monotonic() - 1)
     finally:
         client.close()
+
+
+class Waits(threading.Event):
+    """A stop event that notes how long it was asked to wait, and returns at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        return False
+
+
+def test_the_pace_waits_every_fraction_of_a_second_it_owes() -> None:
+    """Bug caught: only waits over a second taken (READ_RATE=8 would then not pace at all:
+    each request owes an eighth of a second)."""
+    now = [0.0]
+    pace = Pace(rate=8, burst=1, clock=lambda: now[0])
+    stop = Waits()
+    for _ in range(3):
+        pace.wait(stop)
+    assert stop.waits == [pytest.approx(0.125), pytest.approx(0.25)]
+
+
+def test_pages_are_read_on_named_threads_at_most_concurrency_at_once() -> None:
+    """Bugs caught: the page pool sized by Python's default (up to 32 requests at once) or
+    its threads unnamed (a py-spy dump says "ThreadPoolExecutor-0_3")."""
+    running, most, names, lock = [0], [0], set(), threading.Lock()
+
+    def page(number: int, size: int) -> tuple[int, Any]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            names.add(threading.current_thread().name.rsplit("_", 1)[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        runs = [api_run("p", str(n)) for n in range((number - 1) * size, number * size)]
+        return 200, {"runList": runs if number <= 8 else [], "totalCount": 8 * size}
+
+    client = NsmlClient(make_settings(page_size=10, concurrency=2), adapter=FakeAdapter(page))
+    try:
+        read = fetch_runs(client, deadline=time.monotonic() + 30)
+    finally:
+        client.close()
+    assert len(read.runs) == 80
+    assert most[0] <= 2
+    assert names - {"MainThread"} == {"nsml-page"}  # the first page is read by the caller
