@@ -345,3 +345,20 @@ def test_the_most_specific_range_sets_a_formats_weight(accept: str, served: str 
     parameters) merged or swapped, so a broader range's weight wins over a narrower one."""
     choice = negotiate(accept)
     assert (f"{choice.format.media_type} {choice.format.version}" if choice else None) == served
+
+
+def test_an_empty_parameter_is_passed_over_not_the_rest() -> None:
+    """Bug caught (RFC 9110 section 5.6.6 allows `;` alone): the parameters after an empty
+    one left unread, so `text/plain;;version=1.0.0` was dropped as malformed."""
+    choice = negotiate("text/plain;;version=1.0.0")
+    assert choice is not None
+    assert (choice.format.media_type, choice.format.version) == ("text/plain", "1.0.0")
+
+
+def test_a_malformed_element_is_passed_over_not_the_rest() -> None:
+    """Bugs caught: the elements after a malformed one (no value, or a weight that is no
+    weight) left unread."""
+    assert [e.value for e in parse_elements("a b, text/plain, x;q=2, gzip")] == [
+        "text/plain",
+        "gzip",
+    ]
