@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import html
+import logging
 import re
 import socket
 from collections.abc import Iterator
@@ -84,6 +85,30 @@ def test_empty_lines_then_a_hang_up_get_no_answer(server: ExporterServer, empty:
         sock.sendall(empty)
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(1024) == b""
+
+
+def test_a_header_block_cut_by_a_hang_up_gets_no_answer_and_no_error(
+    server: ExporterServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bugs caught: a request whose client hung up inside its header block answered as if
+    whole (its missing fields taken as absent), or a hang-up after empty lines logged as the
+    exporter's error."""
+    for sent in (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"\r\n"):
+        with socket.create_connection(server.server_address[:2], timeout=3) as sock:  # type: ignore[arg-type]
+            sock.sendall(sent)
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(1024) == b""
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("before", [b"", b"\r\n"], ids=["first", "after-empty-lines"])
+def test_a_request_line_that_never_ends_gets_414_at_the_limit(
+    server: ExporterServer, before: bytes
+) -> None:
+    """Bug caught: the request line read without a bound: a client sending a line that never
+    ends is read into memory until it stops, and answered nothing meanwhile."""
+    answer = exchange(server, before + b"GET /" + b"a" * (MAX_REQUEST_LINE + 10), wait=3)
+    assert statuses(answer) == ["414"]
 
 
 @pytest.mark.parametrize("empty", [b"\r\n", b"\n"], ids=["crlf", "bare-lf"])
