@@ -187,20 +187,34 @@ def serving(monkeypatch: pytest.MonkeyPatch) -> Serving:
     return seen
 
 
-def in_background(work: Callable[[], None]) -> list[BaseException]:
-    """Run `work` on a thread while the test's main thread runs `main()`; its failure, if any,
-    lands in the returned list."""
-    failures: list[BaseException] = []
+class Background(threading.Thread):
+    """`work` on a thread beside `main()`: its failure, if any, ends `main()` (SIGTERM) rather
+    than leave it serving for ever, and is kept for the test (`failures()` waits for the work
+    to end, so that what it noted is all there)."""
 
-    def run() -> None:
+    def __init__(self, work: Callable[[], None]) -> None:
+        super().__init__(daemon=True)
+        self._work = work
+        self._failures: list[BaseException] = []
+
+    def run(self) -> None:
         try:
-            work()
+            self._work()
         except BaseException as error:  # reported by the test
-            failures.append(error)
-            os.kill(os.getpid(), signal.SIGTERM)  # end `main()` rather than hang
+            self._failures.append(error)
+            os.kill(os.getpid(), signal.SIGTERM)
 
-    threading.Thread(target=run, daemon=True).start()
-    return failures
+    def failures(self) -> list[BaseException]:
+        self.join(30)
+        assert not self.is_alive(), "the background work did not end"
+        return self._failures
+
+
+def in_background(work: Callable[[], None]) -> Background:
+    """Run `work` on a thread while the test's main thread runs `main()`."""
+    background = Background(work)
+    background.start()
+    return background
 
 
 def test_serving_answers_until_sigterm_then_exits_0(
@@ -219,11 +233,11 @@ def test_serving_answers_until_sigterm_then_exits_0(
         assert server._max_connections == 3
         os.kill(os.getpid(), signal.SIGTERM)
 
-    failures = in_background(scrape_then_stop)
+    background = in_background(scrape_then_stop)
     argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0", *JSON]
     limits = ["--header-timeout", "7", "--collect-timeout", "5", "--max-connections", "3"]
     assert entry.main([*argv, *limits]) == 0
-    assert not failures
+    assert not background.failures()
     assert "nsml_up 1.0" in scraped[0]
     from exporter import __version__
 
@@ -248,10 +262,10 @@ def test_reload_signals_are_logged_and_ignored(
         answers.append(serving.get("/healthz").status_code)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    failures = in_background(signal_then_scrape)
+    background = in_background(signal_then_scrape)
     argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0", *JSON]
     assert entry.main(argv) == 0
-    assert not failures
+    assert not background.failures()
     assert answers == [200]
     name = signal.Signals(signum).name
     ignored = f"received {name}: ignored (nothing to reload; SIGTERM stops)"
@@ -278,10 +292,10 @@ def test_a_second_sigint_stops_waiting_for_answers_in_flight(
         os.kill(os.getpid(), signal.SIGINT)
         hurried.append(server.hurry.wait(30))
 
-    failures = in_background(interrupt_twice_while_a_scrape_waits)
+    background = in_background(interrupt_twice_while_a_scrape_waits)
     argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0", *JSON]
     assert entry.main([*argv, "--shutdown-grace", "60", "--collection-mode", "scrape"]) == 0
-    assert not failures
+    assert not background.failures()
     assert hurried == [False, True]
     assert said(capsys.readouterr().err)[1:] == [
         "received SIGINT, shutting down",
@@ -404,8 +418,8 @@ def test_the_web_config_file_guards_what_is_served(
         statuses.append(serving.get("/healthz").status_code)
         os.kill(os.getpid(), signal.SIGTERM)
 
-    failures = in_background(scrape_then_stop)
+    background = in_background(scrape_then_stop)
     argv = [*keys(simulator), "--listen-address", "127.0.0.1", "--port", "0"]
     assert entry.main([*argv, "--web-config-file", str(config)]) == 0
-    assert not failures
+    assert not background.failures()
     assert statuses == [401, 200]
