@@ -711,3 +711,40 @@ def test_an_oversized_detail_names_the_details_limit() -> None:
     assert str(caught.value) == (
         f"run r of project p: response is over the details' limit ({DETAIL_MAX_BYTES})"
     )
+
+
+def test_every_request_asks_for_gzipped_json_and_names_the_exporter() -> None:
+    """Bugs caught: JSON not asked for (a gateway may answer XML or HTML), gzip not offered
+    (ten times the bytes for a long history), the `User-Agent` not the exporter's (an API
+    operator cannot tell its requests from others')."""
+    from exporter.nsml.api import USER_AGENT
+
+    adapter = FakeAdapter(lambda page, size: (200, {"runList": [], "totalCount": 0}))
+    client = NsmlClient(make_settings(), adapter=adapter)
+    try:
+        fetch_runs(client, deadline=time.monotonic() + 10)
+    finally:
+        client.close()
+    headers = adapter.calls[0].headers
+    assert headers["Accept"] == "application/json"
+    assert headers["Accept-Encoding"] == "gzip"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith("nsml-exporter/")
+
+
+def test_ssl_cert_file_is_trusted_unless_requests_is_told_otherwise(
+    no_proxy_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bugs caught: `SSL_CERT_FILE` (what Python's ssl module honours, and the image sets)
+    ignored by requests, or put above `REQUESTS_CA_BUNDLE`; the environment read again on
+    every request."""
+    from exporter.nsml.session import api_session
+
+    ours, theirs = tmp_path / "ours.pem", tmp_path / "theirs.pem"
+    no_proxy_env.setenv("SSL_CERT_FILE", str(ours))
+    session = api_session("https://nsml.example/nsml/v1", None, pool=1, user_agent="x")
+    assert (session.verify, session.trust_env) == (str(ours), False)
+    no_proxy_env.setenv("REQUESTS_CA_BUNDLE", str(theirs))
+    session = api_session("https://nsml.example/nsml/v1", None, pool=1, user_agent="x")
+    assert session.verify == str(theirs)
