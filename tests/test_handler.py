@@ -402,3 +402,28 @@ def test_each_request_is_logged_at_debug_with_its_client_line_and_status(
     exchange(server, request("GET /healthz HTTP/1.1"))
     said = [r.getMessage() for r in caplog.records if r.name == "exporter.web.handler"]
     assert said == ['127.0.0.1 "GET /healthz HTTP/1.1" 200 -']
+
+
+def test_expect_100_continue_is_answered_without_a_100(server: ExporterServer) -> None:
+    """Bug caught: a request saying `Expect: 100-continue` (curl sends it for bodies) left
+    unanswered."""
+    answer = exchange(server, request("GET /healthz HTTP/1.1", "Expect: 100-continue"))
+    assert statuses(answer) == ["200"]
+
+
+def test_accept_field_lines_are_read_as_one_list(routed: tuple[ExporterServer, Switchable]) -> None:
+    """Bug caught (RFC 9110 5.3): two `Accept` lines not combined with a comma, so the first
+    line's last element and the second's first ran together and were dropped."""
+    fields = authorised("Accept: application/openmetrics-text;version=1.0.0", "Accept: x/y")
+    answer = exchange(routed[0], request("GET /metrics HTTP/1.1", *fields))
+    assert f"Content-Type: {OPENMETRICS_TYPE}\r\n" in without_date(answer)
+
+
+def test_a_request_http_server_refuses_is_answered_once(
+    server: ExporterServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bug caught: a request line http.server refuses (an HTTP version it does not speak)
+    answered with its error, then handled as a request too (a second answer, or an error
+    logged as the exporter's)."""
+    assert statuses(exchange(server, b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n")) == ["505"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
