@@ -496,14 +496,14 @@ def test_a_run_is_asked_for_by_its_path_with_every_character_escaped() -> None:
     answering = Answering(200, {"engFullName": "x", "nodes": [], "totalCount": 0}, {})
     api = NsmlApi(make_settings(), adapter=answering)
     try:
-        api.get_run("team/a", "run?7", time.monotonic() + 10)
-        api.get_nodes("team/a", "run?7", 1, time.monotonic() + 10)
+        api.get_run("team/a", "run/?7", time.monotonic() + 10)
+        api.get_nodes("team/a", "run/?7", 1, time.monotonic() + 10)
     finally:
         api.close()
     paths = [urlsplit(url).path for url in answering.urls]
     assert paths == [
-        "/nsml/v1/projects/team%2Fa/runs/run%3F7",
-        "/nsml/v1/projects/team%2Fa/runs/run%3F7/nodes",
+        "/nsml/v1/projects/team%2Fa/runs/run%2F%3F7",
+        "/nsml/v1/projects/team%2Fa/runs/run%2F%3F7/nodes",
     ]
 
 
@@ -657,14 +657,15 @@ def test_a_timeout_is_retryable_unless_the_deadline_cut_it() -> None:
     assert not cut.value.retryable
 
 
-def test_a_429_keeps_its_retry_after() -> None:
-    """Bug caught: a 429's `Retry-After` dropped: the retry comes sooner than the gateway
-    allows, and is throttled again."""
+@pytest.mark.parametrize(("status", "error"), [(429, ThrottledError), (503, HTTPStatusError)])
+def test_a_429_or_503_keeps_its_retry_after(status: int, error: type[CollectionError]) -> None:
+    """Bug caught: a 429's or 503's `Retry-After` dropped: the retry comes sooner than the
+    gateway allows, and is refused again."""
     from exporter.nsml.api import NsmlApi
 
-    api = NsmlApi(make_settings(), adapter=Answering(429, {}, {"Retry-After": "7"}))
+    api = NsmlApi(make_settings(), adapter=Answering(status, {}, {"Retry-After": "7"}))
     try:
-        with pytest.raises(ThrottledError) as caught:
+        with pytest.raises(error) as caught:
             api.get_page(1, time.monotonic() + 10)
     finally:
         api.close()
