@@ -520,7 +520,8 @@ def test_a_stop_waits_for_answers_in_flight_within_its_grace() -> None:
     server.serve_in_thread()
     with in_flight(server) as sock:
         assert exposition.rendering.wait(10)
-        threading.Timer(0.3, exposition.release.set).start()
+        # Released after `stop` has stopped serving (its loop polls every 0.5 s): in flight then.
+        threading.Timer(1.5, exposition.release.set).start()
         assert server.stop(30) == []  # it waited for the answer
         assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
 
@@ -597,3 +598,14 @@ def test_cutting_a_closed_connection_is_no_error() -> None:
     sock = socket.socket()
     sock.close()
     _cut(sock)
+
+
+def test_a_canned_answer_is_whole_http() -> None:
+    """Bugs caught: a canned answer (at the cap, at a stop, plain HTTP to TLS) framed wrong:
+    its length, or `Connection: close` (what a client reads before the server closes)."""
+    from exporter.web.server import _canned
+
+    assert _canned("503 Service Unavailable", b"bye\n") == (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 4\r\nConnection: close\r\n\r\nbye\n"
+    )
