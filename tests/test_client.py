@@ -14,6 +14,7 @@ import requests
 
 from exporter.errors import HTTPStatusError, RequestTimeoutError, ThrottledError
 from exporter.nsml.client import NsmlClient, Pace
+from tests.helpers.concurrency import InFlight
 from tests.helpers.http import FakeAdapter
 from tests.helpers.runs import api_run, fetch_runs
 from tests.helpers.settings import make_settings
@@ -183,16 +184,12 @@ def test_the_pace_waits_every_fraction_of_a_second_it_owes() -> None:
 def test_pages_are_read_on_named_threads_at_most_concurrency_at_once() -> None:
     """Bugs caught: the page pool sized by Python's default (up to 32 requests at once) or
     its threads unnamed (a py-spy dump says "ThreadPoolExecutor-0_3")."""
-    running, most, names, lock = [0], [0], set(), threading.Lock()
+    in_flight, names = InFlight(), set()
 
     def page(number: int, size: int) -> tuple[int, Any]:
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-            names.add(threading.current_thread().name.rsplit("_", 1)[0])
-        time.sleep(0.01)
-        with lock:
-            running[0] -= 1
+        names.add(threading.current_thread().name.rsplit("_", 1)[0])
+        with in_flight:
+            time.sleep(0.01)
         runs = [api_run("p", str(n)) for n in range((number - 1) * size, number * size)]
         return 200, {"runList": runs if number <= 8 else [], "totalCount": 8 * size}
 
@@ -202,5 +199,5 @@ def test_pages_are_read_on_named_threads_at_most_concurrency_at_once() -> None:
     finally:
         client.close()
     assert len(read.runs) == 80
-    assert most[0] <= 2
+    assert in_flight.most <= 2
     assert names - {"MainThread"} == {"nsml-page"}  # the first page is read by the caller

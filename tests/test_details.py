@@ -20,6 +20,7 @@ from exporter.demo.population import PROJECTS
 from exporter.demo.resources import EMPTY_PROJECT, GPU_SERVERS, SECRET_MARKER
 from exporter.errors import ConnectionFailedError, HTTPStatusError, RequestTimeoutError
 from tests.fake_api import FaultyServer
+from tests.helpers.concurrency import InFlight
 from tests.helpers.process import ExporterProcess, exporter_args_for, exporter_env, run_cli
 from tests.helpers.runs import api_run, sim_run
 from tests.helpers.settings import make_settings
@@ -905,16 +906,12 @@ def test_the_details_threads_are_named_daemons() -> None:
 def test_no_more_than_concurrency_reads_run_at_once() -> None:
     """Bug caught: the details' pool sized by Python's default (up to 32 threads), not by
     CONCURRENCY: a refresh would open that many requests to the API at once."""
-    running, most, lock = [0], [0], threading.Lock()
+    in_flight = InFlight()
 
     class Counted(FakeApi):
         def get_run(self, project_id: str, run_name: str, deadline: float) -> dict[str, Any]:
-            with lock:
-                running[0] += 1
-                most[0] = max(most[0], running[0])
-            time.sleep(0.02)
-            with lock:
-                running[0] -= 1
+            with in_flight:
+                time.sleep(0.02)
             return super().get_run(project_id, run_name, deadline)
 
     runs = details(Counted(), concurrency=2)
@@ -922,7 +919,7 @@ def test_no_more_than_concurrency_reads_run_at_once() -> None:
         runs.refresh(keys(*(str(n) for n in range(12))))
     finally:
         runs.close()
-    assert most[0] <= 2
+    assert in_flight.most <= 2
 
 
 def test_a_run_gone_is_not_asked_again_across_scrapes() -> None:

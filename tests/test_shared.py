@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from exporter.collection.shared import SharedCollection
+from tests.helpers.concurrency import InFlight
 
 
 @dataclass
@@ -111,15 +112,11 @@ def test_no_cache_and_no_interval_collects_every_scrape() -> None:
 def test_concurrent_scrapes_never_collect_at_the_same_time() -> None:
     """Bug caught: every scrape made its own collection (no single flight): a dashboard's
     burst of scrapes would become a burst of signed API reads."""
-    running, most, lock = [0], [0], threading.Lock()
+    in_flight = InFlight()
 
     def collect() -> Result:
-        with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
-        time.sleep(0.05)
-        with lock:
-            running[0] -= 1
+        with in_flight:
+            time.sleep(0.05)
         return Result(1)
 
     collection = SharedCollection(collect)
@@ -128,7 +125,7 @@ def test_concurrent_scrapes_never_collect_at_the_same_time() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert most[0] == 1
+    assert in_flight.most == 1
 
 
 def scrape_behind_a_raising_collection() -> tuple[int, list[BaseException]]:
