@@ -36,8 +36,9 @@ class StaleConnectionRetry(Retry):
             "status": 0,
             "redirect": 0,
             "other": None,
+            "respect_retry_after_header": False,
+            "raise_on_status": False,
         }
-        defaults.update(respect_retry_after_header=False, raise_on_status=False)
         super().__init__(**{**defaults, **kw})
 
     def increment(
